@@ -1,0 +1,289 @@
+//! The component client: how a tokio program joins the bus.
+//!
+//! [`Client::connect`] opens one connection to a backplane (a publishing and a
+//! subscribing socket, owned by a thread of their own) and returns a cheap,
+//! cloneable [`Client`] for publishing and subscribing from any task, and the
+//! [`Messages`] stream of everything the subscriptions match.
+//!
+//! # Readiness instead of a sleep
+//!
+//! python-banyan sleeps 0.3 s after connecting, because ZeroMQ publishers
+//! drop what they send before they know who subscribes. The client knows
+//! instead: its publishing socket is an XPUB, which sees the subscriptions the
+//! backplane forwards upstream. On connect, the client subscribes to a probe
+//! topic of its own; the backplane first replays every existing subscription to
+//! a new publisher, then forwards the probe, so when the probe comes back the
+//! publisher knows every subscriber already on the bus, and `connect` returns.
+//! [`Client::subscribe`] uses the same probe to return only once the backplane
+//! routes the topic to this client.
+//!
+//! python-banyan's own backplane (a SUB/PUB forwarder) forwards no
+//! subscriptions; it subscribes to everything, which the client sees as the
+//! empty subscription. Against it, `connect` returns once that is seen and a
+//! short grace period has passed without a probe, and `subscribe` cannot be
+//! confirmed ([`Client::confirms_subscriptions`] is then `false`).
+
+use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rmpv::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backplane::{DEFAULT_HIGH_WATER_MARK, DEFAULT_PUBLISHER_PORT, DEFAULT_SUBSCRIBER_PORT};
+use crate::driver::{self, Command};
+use crate::envelope::Message;
+use crate::error::{Error, Result};
+use crate::wake::Wake;
+
+/// How to reach a backplane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The backplane's host name or IP address.
+    pub address: String,
+    /// The backplane's publisher port.
+    pub publisher_port: u16,
+    /// The backplane's subscriber port.
+    pub subscriber_port: u16,
+    /// How long [`Client::connect`] waits for the backplane to answer, and
+    /// [`Client::subscribe`] for its confirmation.
+    pub ready_timeout: Duration,
+    /// ZeroMQ queue bound, in messages, of each socket toward the backplane.
+    pub high_water_mark: i32,
+    /// Bound of the queue from tasks to the I/O thread, and of the queue of
+    /// received messages not yet taken from [`Messages`].
+    pub queue_capacity: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            address: "127.0.0.1".to_owned(),
+            publisher_port: DEFAULT_PUBLISHER_PORT,
+            subscriber_port: DEFAULT_SUBSCRIBER_PORT,
+            ready_timeout: Duration::from_secs(10),
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            queue_capacity: 8192,
+        }
+    }
+}
+
+/// State shared by the handles and the I/O thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) wake: Wake,
+    /// Set by the I/O thread when it holds a received message the inbox had
+    /// no room for; the reader of [`Messages`] then wakes it.
+    pub(crate) inbox_blocked: AtomicBool,
+    /// Whether the backplane confirms subscriptions (an XPUB backplane).
+    pub(crate) confirms: AtomicBool,
+    /// Received messages that were not Banyan messages and were dropped.
+    pub(crate) malformed: AtomicU64,
+}
+
+/// A handle on one connection to the bus. Clone it freely: every clone
+/// publishes and subscribes through the same sockets.
+///
+/// When the last clone is dropped the connection closes, flushing what was
+/// queued; [`Client::close`] does the same and waits for it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    ready_timeout: Duration,
+}
+
+/// The stream of messages matching the client's subscriptions, in the order
+/// the backplane delivered them.
+///
+/// Its queue holds [`ClientConfig::queue_capacity`] messages; while it is
+/// full the client stops reading from the backplane, whose own queue for this
+/// client then fills, after which the backplane drops messages for this client
+/// only (counted in its stats). The stream ends when the client is closed.
+#[derive(Debug)]
+pub struct Messages {
+    rx: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
+}
+
+impl Client {
+    /// Connects to the backplane at `config` and waits until it answers.
+    ///
+    /// Fails with [`Error::BackplaneUnreachable`] when nothing answers within
+    /// [`ClientConfig::ready_timeout`].
+    pub async fn connect(config: &ClientConfig) -> Result<(Client, Messages)> {
+        let shared = Arc::new(Shared {
+            wake: Wake::new()?,
+            inbox_blocked: AtomicBool::new(false),
+            confirms: AtomicBool::new(false),
+            malformed: AtomicU64::new(0),
+        });
+        let capacity = config.queue_capacity.max(1);
+        let (commands, command_rx) = mpsc::channel(capacity);
+        let (inbox, rx) = mpsc::channel(capacity);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        driver::spawn(config, shared.clone(), command_rx, inbox, ready_tx)?;
+        ready_rx.await.map_err(|_| Error::Closed)??;
+        let client = Client {
+            commands,
+            shared: shared.clone(),
+            ready_timeout: config.ready_timeout,
+        };
+        Ok((client, Messages { rx, shared }))
+    }
+
+    /// Publishes `value` on `topic`, MessagePack-encoded.
+    ///
+    /// Waits only while the queue toward the backplane is full. A message
+    /// published after `connect` returned reaches every subscriber that was on
+    /// the bus when it returned.
+    pub async fn publish(&self, topic: &str, value: &Value) -> Result<()> {
+        self.send(Message::new(topic, value)).await
+    }
+
+    /// Publishes already-encoded MessagePack bytes on `topic`, unchanged.
+    pub async fn publish_raw(&self, topic: &str, payload: impl Into<Bytes>) -> Result<()> {
+        self.send(Message::from_raw(topic, payload)).await
+    }
+
+    /// Publishes a message.
+    pub async fn send(&self, message: Message) -> Result<()> {
+        self.command(Command::Publish(message)).await
+    }
+
+    /// Publishes a message if the queue toward the backplane has room, else
+    /// fails at once with [`Error::Full`].
+    pub fn try_send(&self, message: Message) -> Result<()> {
+        self.commands
+            .try_send(Command::Publish(message))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Full,
+                mpsc::error::TrySendError::Closed(_) => Error::Closed,
+            })?;
+        self.shared.wake.notify();
+        Ok(())
+    }
+
+    /// Subscribes to every topic that starts with `prefix` (`""`: all).
+    ///
+    /// Returns once the backplane routes those topics to this client (when it
+    /// [confirms subscriptions](Client::confirms_subscriptions)); publishers
+    /// elsewhere learn of it within about a millisecond. Subscriptions count:
+    /// subscribing twice needs two unsubscribes.
+    pub async fn subscribe(&self, prefix: &str) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::Subscribe {
+            prefix: prefix.as_bytes().to_vec(),
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Drops one subscription to `prefix`.
+    pub async fn unsubscribe(&self, prefix: &str) -> Result<()> {
+        self.command(Command::Unsubscribe {
+            prefix: prefix.as_bytes().to_vec(),
+        })
+        .await
+    }
+
+    /// Waits until some component on the bus subscribes to a prefix of
+    /// `topic` (this client's own subscriptions count). Against a backplane
+    /// that forwards everything, returns at once.
+    pub async fn wait_for_subscriber(&self, topic: &str) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::WaitForSubscriber {
+            topic: topic.as_bytes().to_vec(),
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Whether the backplane confirms subscriptions (ours does; python-banyan's
+    /// forwarder does not, and then [`Client::subscribe`] returns once the
+    /// subscription is sent).
+    pub fn confirms_subscriptions(&self) -> bool {
+        self.shared.confirms.load(Ordering::Relaxed)
+    }
+
+    /// How many received ZeroMQ messages were not Banyan messages (wrong
+    /// frame count, topic not UTF-8) and were dropped with a warning.
+    pub fn malformed_count(&self) -> u64 {
+        self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    /// The readiness timeout this client was connected with.
+    pub fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    /// Closes the connection for every clone: what was published before is
+    /// flushed to the backplane (for at most a second), then the sockets
+    /// close and [`Messages`] ends.
+    pub async fn close(&self) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        if self.command(Command::Close { done }).await.is_err() {
+            return Ok(()); // already closed
+        }
+        let _ = rx.await;
+        Ok(())
+    }
+
+    async fn command(&self, command: Command) -> Result<()> {
+        self.commands.send(command).await.map_err(|_| Error::Closed)?;
+        self.shared.wake.notify();
+        Ok(())
+    }
+}
+
+impl Messages {
+    /// The next message; `None` once the client is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let message = self.rx.recv().await;
+        self.after_take();
+        message
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        let message = self.rx.try_recv().ok();
+        self.after_take();
+        message
+    }
+
+    /// Messages waiting to be taken.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    fn after_take(&self) {
+        // Pairs with the I/O thread's fence after it sets `inbox_blocked`:
+        // either it sees the room we just made or we see its flag.
+        fence(Ordering::SeqCst);
+        if self.shared.inbox_blocked.load(Ordering::Relaxed) && self.shared.inbox_blocked.swap(false, Ordering::SeqCst) {
+            self.shared.wake.force();
+        }
+    }
+}
+
+impl futures_core::Stream for Messages {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let poll = self.rx.poll_recv(cx);
+        if poll.is_ready() {
+            self.after_take();
+        }
+        poll
+    }
+}

@@ -1,0 +1,562 @@
+//! The client's I/O thread, which owns its two ZeroMQ sockets.
+//!
+//! libzmq sockets may be used by one thread only, so each [`Client`] has a
+//! thread (`banyan-client`) that owns an XPUB socket connected to the
+//! backplane's publisher port and a SUB socket connected to its subscriber
+//! port. Tasks reach it through a bounded command queue; it hands received
+//! messages to a bounded inbox. When it has nothing to do it sleeps in
+//! `zmq_poll`, watching both sockets and a wake-up descriptor (see
+//! [`crate::wake`]).
+//!
+//! [`Client`]: crate::Client
+
+use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backplane::endpoint;
+use crate::client::{ClientConfig, Shared};
+use crate::envelope::Message;
+use crate::error::{Error, Result};
+use crate::topic::{is_probe, probe_topic, Upstream};
+use crate::zmq_ext::set_xpub_nodrop;
+
+/// Work handed to the I/O thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Publish(Message),
+    Subscribe {
+        prefix: Vec<u8>,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Unsubscribe {
+        prefix: Vec<u8>,
+    },
+    WaitForSubscriber {
+        topic: Vec<u8>,
+        done: oneshot::Sender<()>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Commands or messages handled per turn before the other side gets one.
+const BATCH: usize = 1024;
+/// Retry interval while the backplane's queue for us is full.
+const BACKOFF: Duration = Duration::from_millis(1);
+/// After the empty subscription of a forwarding backplane has been seen, how
+/// long to wait for the probe before deciding the backplane does not forward
+/// subscriptions.
+const FORWARDER_GRACE: Duration = Duration::from_millis(300);
+/// How long closing may flush queued messages.
+const LINGER: Duration = Duration::from_secs(1);
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
+
+/// Creates the sockets, starts connecting and spawns the thread. `ready` is
+/// answered once the backplane answered (or did not in time).
+pub(crate) fn spawn(
+    config: &ClientConfig,
+    shared: Arc<Shared>,
+    commands: mpsc::Receiver<Command>,
+    inbox: mpsc::Sender<Message>,
+    ready: oneshot::Sender<Result<()>>,
+) -> Result<()> {
+    let context = zmq::Context::new();
+    let mut xpub = context.socket(zmq::XPUB)?;
+    let sub = context.socket(zmq::SUB)?;
+    let ipv6 = config.address.contains(':');
+    for socket in [&xpub, &sub] {
+        socket.set_linger(LINGER.as_millis() as i32)?;
+        socket.set_ipv6(ipv6)?;
+        socket.set_sndhwm(config.high_water_mark)?;
+        socket.set_rcvhwm(config.high_water_mark)?;
+        // Reconnect quickly after a backplane restart, but do not hammer.
+        socket.set_reconnect_ivl(100)?;
+        socket.set_reconnect_ivl_max(2000)?;
+    }
+    set_xpub_nodrop(&mut xpub, true)?;
+    for (socket, port) in [(&xpub, config.publisher_port), (&sub, config.subscriber_port)] {
+        let endpoint = endpoint(&config.address, port);
+        socket
+            .connect(&endpoint)
+            .map_err(|source| Error::Connect { endpoint, source })?;
+    }
+
+    let now = Instant::now();
+    let client_id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let mut driver = Driver {
+        xpub,
+        sub,
+        shared,
+        commands,
+        inbox: Some(inbox),
+        held_in: None,
+        held_out: None,
+        upstream: Upstream::default(),
+        probes: HashMap::new(),
+        waiters: Vec::new(),
+        probe_base: format!("{}-{client_id}-{nonce}", std::process::id()),
+        probe_seq: 0,
+        ready: Some(Ready {
+            tx: ready,
+            deadline: now + config.ready_timeout,
+            grace: None,
+            address: config.address.clone(),
+            publisher_port: config.publisher_port,
+            subscriber_port: config.subscriber_port,
+            timeout: config.ready_timeout,
+        }),
+        timeout: config.ready_timeout,
+        unlogged_malformed: 0,
+    };
+    let probe = driver.new_probe();
+    driver.sub.set_subscribe(&probe)?;
+    driver.probes.insert(probe, Probe::Connect);
+
+    std::thread::Builder::new()
+        .name("banyan-client".to_owned())
+        .spawn(move || {
+            let close = driver.run();
+            driver.flush();
+            drop(driver);
+            // Waits up to LINGER for queued messages to reach the backplane.
+            drop(context);
+            if let Some(done) = close {
+                let _ = done.send(());
+            }
+        })?;
+    Ok(())
+}
+
+/// The pending answer to `connect`.
+struct Ready {
+    tx: oneshot::Sender<Result<()>>,
+    deadline: Instant,
+    /// Set once the empty subscription has been seen.
+    grace: Option<Instant>,
+    address: String,
+    publisher_port: u16,
+    subscriber_port: u16,
+    timeout: Duration,
+}
+
+/// What a probe subscription coming back answers.
+enum Probe {
+    Connect,
+    Subscribe {
+        topic: Vec<u8>,
+        done: oneshot::Sender<Result<()>>,
+        deadline: Instant,
+    },
+}
+
+struct Driver {
+    xpub: zmq::Socket,
+    sub: zmq::Socket,
+    shared: Arc<Shared>,
+    commands: mpsc::Receiver<Command>,
+    /// `None` once the [`Messages`](crate::Messages) stream was dropped.
+    inbox: Option<mpsc::Sender<Message>>,
+    /// A received message the inbox had no room for.
+    held_in: Option<Message>,
+    /// A message the backplane's queue had no room for.
+    held_out: Option<Message>,
+    /// The subscriptions the backplane forwards upstream.
+    upstream: Upstream,
+    probes: HashMap<Vec<u8>, Probe>,
+    waiters: Vec<(Vec<u8>, oneshot::Sender<()>)>,
+    probe_base: String,
+    probe_seq: u64,
+    ready: Option<Ready>,
+    timeout: Duration,
+    unlogged_malformed: u64,
+}
+
+impl Driver {
+    /// Runs until closed; returns the close request to answer, if any.
+    fn run(&mut self) -> Option<oneshot::Sender<()>> {
+        loop {
+            let mut busy = false;
+            match self.handle_commands() {
+                Ok(Flow::Continue(progress)) => busy |= progress,
+                Ok(Flow::Close(done)) => return done,
+                Err(e) => {
+                    tracing::error!("bus client stopped: {e}");
+                    return None;
+                }
+            }
+            busy |= self.receive_messages();
+            busy |= self.receive_subscriptions();
+            self.expire(Instant::now());
+            if !busy {
+                self.sleep();
+            }
+        }
+    }
+
+    fn handle_commands(&mut self) -> Result<Flow> {
+        if let Some(message) = self.held_out.take() {
+            if !self.try_publish(message)? {
+                return Ok(Flow::Continue(false));
+            }
+        }
+        for _ in 0..BATCH {
+            let command = match self.commands.try_recv() {
+                Ok(command) => command,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(Flow::Continue(true)),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(Flow::Close(None)),
+            };
+            match command {
+                Command::Publish(message) => {
+                    if !self.try_publish(message)? {
+                        return Ok(Flow::Continue(true));
+                    }
+                }
+                Command::Subscribe { prefix, done } => self.subscribe(prefix, done)?,
+                Command::Unsubscribe { prefix } => self.sub.set_unsubscribe(&prefix)?,
+                Command::WaitForSubscriber { topic, done } => {
+                    if self.upstream.matches(&topic) {
+                        let _ = done.send(());
+                    } else {
+                        self.waiters.push((topic, done));
+                    }
+                }
+                Command::Close { done } => return Ok(Flow::Close(Some(done))),
+            }
+        }
+        Ok(Flow::Continue(true))
+    }
+
+    /// Sends a message; `Ok(false)` when the backplane's queue is full and the
+    /// message is held for a retry.
+    fn try_publish(&mut self, message: Message) -> Result<bool> {
+        match self
+            .xpub
+            .send(message.topic().as_bytes(), zmq::SNDMORE | zmq::DONTWAIT)
+        {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => {
+                self.held_out = Some(message);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Once the first frame is accepted the second always is.
+        self.xpub.send(&message.payload()[..], zmq::DONTWAIT)?;
+        Ok(true)
+    }
+
+    fn subscribe(&mut self, prefix: Vec<u8>, done: oneshot::Sender<Result<()>>) -> Result<()> {
+        self.sub.set_subscribe(&prefix)?;
+        if !self.shared.confirms.load(Ordering::Relaxed) {
+            let _ = done.send(Ok(()));
+            return Ok(());
+        }
+        // The backplane handles our subscriptions in order, so once it
+        // forwards this fresh probe it has registered `prefix` too.
+        let probe = self.new_probe();
+        self.sub.set_subscribe(&probe)?;
+        self.probes.insert(
+            probe,
+            Probe::Subscribe {
+                topic: prefix,
+                done,
+                deadline: Instant::now() + self.timeout,
+            },
+        );
+        Ok(())
+    }
+
+    fn new_probe(&mut self) -> Vec<u8> {
+        self.probe_seq += 1;
+        probe_topic(&self.probe_base, self.probe_seq)
+    }
+
+    /// Moves received messages to the inbox; true if any moved.
+    fn receive_messages(&mut self) -> bool {
+        let Some(inbox) = self.inbox.clone() else {
+            // Nobody reads: keep the socket drained so the backplane does not
+            // count drops for us.
+            return self.discard_messages();
+        };
+        if let Some(message) = self.held_in.take() {
+            if !self.deliver(&inbox, message) {
+                return false;
+            }
+        }
+        let mut moved = false;
+        let mut frames: Vec<zmq::Message> = Vec::with_capacity(2);
+        for _ in 0..BATCH {
+            frames.clear();
+            if !self.read_frames(&mut frames) {
+                break;
+            }
+            moved = true;
+            match Message::from_frames(&frames) {
+                Ok(message) => {
+                    if !self.deliver(&inbox, message) {
+                        break;
+                    }
+                }
+                Err(e) => self.malformed(e),
+            }
+        }
+        self.log_malformed();
+        moved
+    }
+
+    fn discard_messages(&mut self) -> bool {
+        let mut frames = Vec::with_capacity(2);
+        let mut moved = false;
+        for _ in 0..BATCH {
+            frames.clear();
+            if !self.read_frames(&mut frames) {
+                break;
+            }
+            moved = true;
+        }
+        moved
+    }
+
+    /// Reads the frames of one message; false when none is waiting.
+    fn read_frames(&mut self, frames: &mut Vec<zmq::Message>) -> bool {
+        loop {
+            match self.sub.recv_msg(zmq::DONTWAIT) {
+                Ok(frame) => {
+                    let more = frame.get_more();
+                    frames.push(frame);
+                    if !more {
+                        return true;
+                    }
+                }
+                Err(zmq::Error::EAGAIN) if frames.is_empty() => return false,
+                Err(e) => {
+                    tracing::warn!("receiving from the backplane failed: {e}");
+                    return !frames.is_empty();
+                }
+            }
+        }
+    }
+
+    /// Queues a message for the reader; false (message held) when full.
+    fn deliver(&mut self, inbox: &mpsc::Sender<Message>, message: Message) -> bool {
+        match inbox.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.inbox = None;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                // Say we wait, then look again: the reader either sees the
+                // flag or made room before our second look.
+                self.shared.inbox_blocked.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                match inbox.try_send(message) {
+                    Ok(()) => {
+                        self.shared.inbox_blocked.store(false, Ordering::SeqCst);
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Full(message)) => {
+                        self.held_in = Some(message);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.inbox = None;
+                        true
+                    }
+                }
+            }
+        }
+    }
+
+    fn malformed(&mut self, error: Error) {
+        self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+        if self.unlogged_malformed == 0 {
+            tracing::warn!("dropped a message that is not a Banyan message: {error}");
+        }
+        self.unlogged_malformed += 1;
+    }
+
+    fn log_malformed(&mut self) {
+        if self.unlogged_malformed > 1 {
+            tracing::warn!(
+                count = self.unlogged_malformed - 1,
+                "dropped more messages that are not Banyan messages"
+            );
+        }
+        self.unlogged_malformed = 0;
+    }
+
+    /// Handles subscription notices the backplane forwards to our XPUB.
+    fn receive_subscriptions(&mut self) -> bool {
+        let mut any = false;
+        for _ in 0..BATCH {
+            let notice = match self.xpub.recv_msg(zmq::DONTWAIT) {
+                Ok(notice) => notice,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    tracing::warn!("reading a subscription notice failed: {e}");
+                    break;
+                }
+            };
+            any = true;
+            let (kind, topic) = match notice.split_first() {
+                Some((kind, topic)) => (*kind, topic),
+                None => continue,
+            };
+            if is_probe(topic) {
+                if kind == 1 {
+                    self.probe_returned(topic);
+                }
+                continue;
+            }
+            match kind {
+                1 => {
+                    self.upstream.insert(topic);
+                    if topic.is_empty() {
+                        self.everything_forwarded();
+                    }
+                    for (t, done) in std::mem::take(&mut self.waiters) {
+                        if t.starts_with(topic) {
+                            let _ = done.send(());
+                        } else {
+                            self.waiters.push((t, done));
+                        }
+                    }
+                }
+                0 => self.upstream.remove(topic),
+                _ => {}
+            }
+        }
+        any
+    }
+
+    fn probe_returned(&mut self, probe: &[u8]) {
+        let Some(what) = self.probes.remove(probe) else {
+            return;
+        };
+        if let Err(e) = self.sub.set_unsubscribe(probe) {
+            tracing::debug!("dropping a probe subscription failed: {e}");
+        }
+        match what {
+            Probe::Connect => {
+                if !self.shared.confirms.swap(true, Ordering::Relaxed) {
+                    tracing::debug!("the backplane forwards subscriptions");
+                }
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.tx.send(Ok(()));
+                }
+            }
+            Probe::Subscribe { done, .. } => {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    fn everything_forwarded(&mut self) {
+        if let Some(ready) = &mut self.ready {
+            ready.grace.get_or_insert_with(|| Instant::now() + FORWARDER_GRACE);
+        }
+    }
+
+    /// Answers what timed out.
+    fn expire(&mut self, now: Instant) {
+        if let Some(ready) = self.ready.take() {
+            if ready.grace.is_some_and(|g| now >= g) {
+                tracing::debug!("the backplane forwards everything and confirms no subscription");
+                let _ = ready.tx.send(Ok(()));
+            } else if now >= ready.deadline {
+                let _ = ready.tx.send(Err(Error::BackplaneUnreachable {
+                    address: ready.address,
+                    publisher_port: ready.publisher_port,
+                    subscriber_port: ready.subscriber_port,
+                    timeout: ready.timeout,
+                }));
+            } else {
+                self.ready = Some(ready);
+            }
+        }
+        let expired: Vec<Vec<u8>> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| matches!(p, Probe::Subscribe { deadline, .. } if now >= *deadline))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            if let Some(Probe::Subscribe { topic, done, .. }) = self.probes.remove(&key) {
+                let _ = self.sub.set_unsubscribe(&key);
+                let _ = done.send(Err(Error::SubscriptionUnconfirmed {
+                    topic: String::from_utf8_lossy(&topic).into_owned(),
+                    timeout: self.timeout,
+                }));
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let ready = self.ready.as_ref().map(|r| r.grace.map_or(r.deadline, |g| g.min(r.deadline)));
+        let probes = self.probes.values().filter_map(|p| match p {
+            Probe::Subscribe { deadline, .. } => Some(*deadline),
+            Probe::Connect => None,
+        });
+        ready.into_iter().chain(probes).min()
+    }
+
+    /// Sleeps in `zmq_poll` until a socket, a command or a deadline needs us.
+    fn sleep(&mut self) {
+        self.shared.wake.prepare_sleep();
+        if !self.commands.is_empty() && self.held_out.is_none() {
+            self.shared.wake.woke();
+            return;
+        }
+        let now = Instant::now();
+        let mut timeout = self
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now).as_millis() as i64 + 1);
+        if self.held_out.is_some() {
+            timeout = Some(timeout.map_or(BACKOFF.as_millis() as i64, |t| t.min(BACKOFF.as_millis() as i64)));
+        }
+        let read_sub = self.held_in.is_none();
+        let mut items = [
+            self.xpub.as_poll_item(zmq::POLLIN),
+            zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
+            self.sub.as_poll_item(if read_sub { zmq::POLLIN } else { zmq::PollEvents::empty() }),
+        ];
+        if let Err(e) = zmq::poll(&mut items, timeout.unwrap_or(-1)) {
+            if e != zmq::Error::EINTR {
+                tracing::warn!("poll failed: {e}");
+            }
+        }
+        self.shared.wake.woke();
+    }
+
+    /// Sends what is still held before the sockets close.
+    fn flush(&mut self) {
+        let deadline = Instant::now() + LINGER;
+        while let Some(message) = self.held_out.take() {
+            match self.try_publish(message) {
+                Ok(true) => {}
+                // An XPUB socket signals no writability to wait on; retry.
+                Ok(false) if Instant::now() < deadline => std::thread::sleep(BACKOFF),
+                _ => break,
+            }
+        }
+        if let Some(message) = self.held_out.take() {
+            tracing::warn!(topic = message.topic(), "closing with a message the backplane did not take");
+        }
+    }
+}
+
+enum Flow {
+    Continue(bool),
+    Close(Option<oneshot::Sender<()>>),
+}
