@@ -1,1 +1,79 @@
-fn main() {}
+//! `backplane`: the Banyan message forwarder (python-banyan's `backplane`).
+
+mod common;
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use banyan_core::backplane::{BackplaneConfig, DEFAULT_HIGH_WATER_MARK};
+use banyan_core::Backplane;
+
+/// The Banyan backplane: every component publishes to its publisher port and
+/// subscribes from its subscriber port.
+#[derive(FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
+struct Args {
+    /// name shown in the banner (default: none)
+    #[argh(option, short = 'n', default = "String::new()")]
+    name: String,
+    /// publisher port, 0 for any free port (default 43124)
+    #[argh(option, short = 'p', default = "43124")]
+    publisher_port: u16,
+    /// subscriber port, 0 for any free port (default 43125)
+    #[argh(option, short = 's', default = "43125")]
+    subscriber_port: u16,
+    /// address to listen on (default 0.0.0.0: every interface, reachable from
+    /// the LAN; 127.0.0.1 keeps the bus on this machine)
+    #[argh(option, short = 'a', default = "String::from(\"0.0.0.0\")")]
+    address: String,
+    /// per-peer queue bound in messages (default 200000)
+    #[argh(option, default = "DEFAULT_HIGH_WATER_MARK")]
+    high_water_mark: i32,
+    /// accepted for python-banyan compatibility and ignored (default 0.001)
+    #[argh(option, short = 't', default = "0.001")]
+    loop_time: f64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Args = common::parse(&[]);
+    common::init_logging();
+    let _ = args.loop_time;
+    let config = BackplaneConfig {
+        bind_address: args.address,
+        publisher_port: args.publisher_port,
+        subscriber_port: args.subscriber_port,
+        high_water_mark: args.high_water_mark,
+    };
+    let backplane = match Backplane::bind(&config) {
+        Ok(backplane) => backplane,
+        Err(e) => return common::fail(e),
+    };
+    let name = if args.name.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", args.name)
+    };
+    let reach = match backplane.bind_address() {
+        "0.0.0.0" | "::" => " (every interface: reachable from the LAN)",
+        "127.0.0.1" | "::1" => " (this machine only)",
+        _ => "",
+    };
+    let rule = "*".repeat(42);
+    println!(
+        "{rule}\n{name}Backplane IP address: {}{reach}\nSubscriber Port = {}\nPublisher  Port = {}\n{rule}",
+        backplane.bind_address(),
+        backplane.subscriber_port(),
+        backplane.publisher_port(),
+    );
+    common::shutdown_signal().await;
+    let stats = tokio::task::spawn_blocking(move || backplane.shutdown())
+        .await
+        .unwrap_or_default();
+    tracing::info!(
+        forwarded = stats.forwarded,
+        dropped = stats.dropped,
+        "backplane stopped"
+    );
+    ExitCode::SUCCESS
+}

@@ -1,1 +1,8 @@
+//! End-to-end tests: the real executables against real peers.
 
+mod util;
+
+mod bus;
+mod mqtt;
+mod tcp;
+mod ws;

@@ -46,7 +46,9 @@ impl Attached {
             self.address, self.subscriber_port, self.publisher_port
         );
         if self.embedded.is_some() {
-            text.push_str("No backplane was running: hosting one in this process (127.0.0.1 only)\n");
+            text.push_str(
+                "No backplane was running: hosting one in this process (127.0.0.1 only)\n",
+            );
         }
         text.push_str(&rule);
         text
@@ -95,7 +97,10 @@ async fn local_backplane(config: &ClientConfig) -> Result<Option<Backplane>> {
             Ok(Ok(_))
         )
     };
-    match (answers(publisher_port).await, answers(subscriber_port).await) {
+    match (
+        answers(publisher_port).await,
+        answers(subscriber_port).await,
+    ) {
         (true, true) => return Ok(None),
         (false, false) => {}
         _ => {
@@ -123,7 +128,11 @@ async fn local_backplane(config: &ClientConfig) -> Result<Option<Backplane>> {
     match Backplane::bind(&bind) {
         Ok(backplane) => Ok(Some(backplane)),
         // Another process started one in the meantime: use it.
-        Err(Error::Bind { .. }) if answers(publisher_port).await && answers(subscriber_port).await => Ok(None),
+        Err(Error::Bind { .. })
+            if answers(publisher_port).await && answers(subscriber_port).await =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

@@ -131,24 +131,26 @@ impl Backplane {
         let wake = Arc::new(Wake::new()?);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let thread = std::thread::Builder::new().name("banyan-backplane".to_owned()).spawn({
-            let (wake, stop, counters) = (wake.clone(), stop.clone(), counters.clone());
-            move || {
-                let mut forwarder = Forwarder {
-                    xsub,
-                    xpub,
-                    counters,
-                    frames: Vec::with_capacity(4),
-                    unlogged_drops: 0,
-                    last_drop_log: None,
-                };
-                forwarder.run(&wake, &stop);
-                // Sockets close before the context, which then waits at most
-                // LINGER_MS for queued messages to leave.
-                drop(forwarder);
-                drop(context);
-            }
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("banyan-backplane".to_owned())
+            .spawn({
+                let (wake, stop, counters) = (wake.clone(), stop.clone(), counters.clone());
+                move || {
+                    let mut forwarder = Forwarder {
+                        xsub,
+                        xpub,
+                        counters,
+                        frames: Vec::with_capacity(4),
+                        unlogged_drops: 0,
+                        last_drop_log: None,
+                    };
+                    forwarder.run(&wake, &stop);
+                    // Sockets close before the context, which then waits at most
+                    // LINGER_MS for queued messages to leave.
+                    drop(forwarder);
+                    drop(context);
+                }
+            })?;
         tracing::debug!(publisher_port, subscriber_port, "backplane listening");
         Ok(Backplane {
             thread: Some(thread),
@@ -212,7 +214,10 @@ impl Drop for Backplane {
 
 /// Runs a backplane until `shutdown` completes, then stops it and returns its
 /// counters. This is what the `backplane` executable does.
-pub async fn run(config: &BackplaneConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<BackplaneStats> {
+pub async fn run(
+    config: &BackplaneConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<BackplaneStats> {
     let backplane = Backplane::bind(config)?;
     tracing::info!(
         address = %backplane.bind_address(),
@@ -290,7 +295,11 @@ impl Forwarder {
                         return;
                     }
                 }
-                (items[0].is_readable(), items[1].is_readable(), items[2].is_readable())
+                (
+                    items[0].is_readable(),
+                    items[1].is_readable(),
+                    items[2].is_readable(),
+                )
             };
             if woken {
                 wake.woke();
@@ -324,10 +333,11 @@ impl Forwarder {
                     self.counters.topics.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(0) => {
-                    let _ = self
-                        .counters
-                        .topics
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    let _ = self.counters.topics.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| n.checked_sub(1),
+                    );
                 }
                 _ => {}
             }
@@ -350,7 +360,9 @@ impl Forwarder {
                 }
             }
         }
-        self.counters.forwarded.fetch_add(forwarded, Ordering::Relaxed);
+        self.counters
+            .forwarded
+            .fetch_add(forwarded, Ordering::Relaxed);
     }
 
     /// Forwards one whole multipart message; `Ok(false)` when none is waiting.

@@ -195,9 +195,21 @@ impl Client {
     /// `topic` (this client's own subscriptions count). Against a backplane
     /// that forwards everything, returns at once.
     pub async fn wait_for_subscriber(&self, topic: &str) -> Result<()> {
+        self.wait_subscribed(topic, true).await
+    }
+
+    /// Waits until no component on the bus subscribes to any prefix of
+    /// `topic` any more (this client's own subscriptions count). Useful to
+    /// check that a component let go of a topic.
+    pub async fn wait_for_no_subscriber(&self, topic: &str) -> Result<()> {
+        self.wait_subscribed(topic, false).await
+    }
+
+    async fn wait_subscribed(&self, topic: &str, present: bool) -> Result<()> {
         let (done, rx) = oneshot::channel();
         self.command(Command::WaitForSubscriber {
             topic: topic.as_bytes().to_vec(),
+            present,
             done,
         })
         .await?;
@@ -235,7 +247,10 @@ impl Client {
     }
 
     async fn command(&self, command: Command) -> Result<()> {
-        self.commands.send(command).await.map_err(|_| Error::Closed)?;
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Closed)?;
         self.shared.wake.notify();
         Ok(())
     }
@@ -270,7 +285,9 @@ impl Messages {
         // Pairs with the I/O thread's fence after it sets `inbox_blocked`:
         // either it sees the room we just made or we see its flag.
         fence(Ordering::SeqCst);
-        if self.shared.inbox_blocked.load(Ordering::Relaxed) && self.shared.inbox_blocked.swap(false, Ordering::SeqCst) {
+        if self.shared.inbox_blocked.load(Ordering::Relaxed)
+            && self.shared.inbox_blocked.swap(false, Ordering::SeqCst)
+        {
             self.shared.wake.force();
         }
     }

@@ -35,8 +35,10 @@ pub(crate) enum Command {
     Unsubscribe {
         prefix: Vec<u8>,
     },
+    /// Answer once whether somebody subscribes to `topic` equals `present`.
     WaitForSubscriber {
         topic: Vec<u8>,
+        present: bool,
         done: oneshot::Sender<()>,
     },
     Close {
@@ -80,7 +82,10 @@ pub(crate) fn spawn(
         socket.set_reconnect_ivl_max(2000)?;
     }
     set_xpub_nodrop(&mut xpub, true)?;
-    for (socket, port) in [(&xpub, config.publisher_port), (&sub, config.subscriber_port)] {
+    for (socket, port) in [
+        (&xpub, config.publisher_port),
+        (&sub, config.subscriber_port),
+    ] {
         let endpoint = endpoint(&config.address, port);
         socket
             .connect(&endpoint)
@@ -173,7 +178,7 @@ struct Driver {
     /// The subscriptions the backplane forwards upstream.
     upstream: Upstream,
     probes: HashMap<Vec<u8>, Probe>,
-    waiters: Vec<(Vec<u8>, oneshot::Sender<()>)>,
+    waiters: Vec<Waiter>,
     probe_base: String,
     probe_seq: u64,
     ready: Option<Ready>,
@@ -223,12 +228,17 @@ impl Driver {
                 }
                 Command::Subscribe { prefix, done } => self.subscribe(prefix, done)?,
                 Command::Unsubscribe { prefix } => self.sub.set_unsubscribe(&prefix)?,
-                Command::WaitForSubscriber { topic, done } => {
-                    if self.upstream.matches(&topic) {
-                        let _ = done.send(());
-                    } else {
-                        self.waiters.push((topic, done));
-                    }
+                Command::WaitForSubscriber {
+                    topic,
+                    present,
+                    done,
+                } => {
+                    self.waiters.push(Waiter {
+                        topic,
+                        present,
+                        done,
+                    });
+                    self.answer_waiters();
                 }
                 Command::Close { done } => return Ok(Flow::Close(Some(done))),
             }
@@ -425,19 +435,25 @@ impl Driver {
                     if topic.is_empty() {
                         self.everything_forwarded();
                     }
-                    for (t, done) in std::mem::take(&mut self.waiters) {
-                        if t.starts_with(topic) {
-                            let _ = done.send(());
-                        } else {
-                            self.waiters.push((t, done));
-                        }
-                    }
                 }
                 0 => self.upstream.remove(topic),
                 _ => {}
             }
+            self.answer_waiters();
         }
         any
+    }
+
+    fn answer_waiters(&mut self) {
+        let upstream = &self.upstream;
+        let (answered, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .filter(|w| !w.done.is_closed())
+            .partition(|w| upstream.matches(&w.topic) == w.present);
+        self.waiters = waiting;
+        for waiter in answered {
+            let _ = waiter.done.send(());
+        }
     }
 
     fn probe_returned(&mut self, probe: &[u8]) {
@@ -464,7 +480,9 @@ impl Driver {
 
     fn everything_forwarded(&mut self) {
         if let Some(ready) = &mut self.ready {
-            ready.grace.get_or_insert_with(|| Instant::now() + FORWARDER_GRACE);
+            ready
+                .grace
+                .get_or_insert_with(|| Instant::now() + FORWARDER_GRACE);
         }
     }
 
@@ -503,7 +521,10 @@ impl Driver {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let ready = self.ready.as_ref().map(|r| r.grace.map_or(r.deadline, |g| g.min(r.deadline)));
+        let ready = self
+            .ready
+            .as_ref()
+            .map(|r| r.grace.map_or(r.deadline, |g| g.min(r.deadline)));
         let probes = self.probes.values().filter_map(|p| match p {
             Probe::Subscribe { deadline, .. } => Some(*deadline),
             Probe::Connect => None,
@@ -523,13 +544,19 @@ impl Driver {
             .next_deadline()
             .map(|d| d.saturating_duration_since(now).as_millis() as i64 + 1);
         if self.held_out.is_some() {
-            timeout = Some(timeout.map_or(BACKOFF.as_millis() as i64, |t| t.min(BACKOFF.as_millis() as i64)));
+            timeout = Some(timeout.map_or(BACKOFF.as_millis() as i64, |t| {
+                t.min(BACKOFF.as_millis() as i64)
+            }));
         }
         let read_sub = self.held_in.is_none();
         let mut items = [
             self.xpub.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
-            self.sub.as_poll_item(if read_sub { zmq::POLLIN } else { zmq::PollEvents::empty() }),
+            self.sub.as_poll_item(if read_sub {
+                zmq::POLLIN
+            } else {
+                zmq::PollEvents::empty()
+            }),
         ];
         if let Err(e) = zmq::poll(&mut items, timeout.unwrap_or(-1)) {
             if e != zmq::Error::EINTR {
@@ -551,9 +578,19 @@ impl Driver {
             }
         }
         if let Some(message) = self.held_out.take() {
-            tracing::warn!(topic = message.topic(), "closing with a message the backplane did not take");
+            tracing::warn!(
+                topic = message.topic(),
+                "closing with a message the backplane did not take"
+            );
         }
     }
+}
+
+/// A task waiting for a topic to gain or lose its last subscriber.
+struct Waiter {
+    topic: Vec<u8>,
+    present: bool,
+    done: oneshot::Sender<()>,
 }
 
 enum Flow {

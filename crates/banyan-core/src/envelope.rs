@@ -112,7 +112,9 @@ pub fn validate(bytes: &[u8]) -> Result<()> {
         Ok(field.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
     };
     while pending > 0 {
-        let marker = *bytes.get(pos).ok_or_else(|| malformed(pos, "truncated value"))?;
+        let marker = *bytes
+            .get(pos)
+            .ok_or_else(|| malformed(pos, "truncated value"))?;
         let at = pos;
         pos += 1;
         pending -= 1;
@@ -238,7 +240,10 @@ mod tests {
             b"\xd6\x01\x02",
             b"\xcb\x00",
         ] {
-            assert!(matches!(decode(bad), Err(Error::Malformed { .. })), "{bad:?}");
+            assert!(
+                matches!(decode(bad), Err(Error::Malformed { .. })),
+                "{bad:?}"
+            );
         }
         assert!(matches!(decode(b"\x01\x02"), Err(Error::TrailingBytes(1))));
         // a huge declared length is refused without allocating or reading on
@@ -246,7 +251,10 @@ mod tests {
             decode(b"\xdd\xff\xff\xff\xff"),
             Err(Error::Malformed { offset: 0, .. })
         ));
-        assert!(matches!(decode(b"\xdb\xff\xff\xff\xff"), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            decode(b"\xdb\xff\xff\xff\xff"),
+            Err(Error::Malformed { .. })
+        ));
         // nesting beyond MAX_DEPTH is refused, not a stack overflow
         let mut deep = vec![0x91u8; 100_000];
         deep.push(0xc0);

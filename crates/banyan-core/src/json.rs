@@ -176,7 +176,10 @@ fn write_value(value: &Value, out: &mut String, path: &mut Path, mode: Mode) -> 
 /// The shortest text that reads back as the same float (`1.0`, `1e300`),
 /// from serde_json; NaN and infinities get Rust's spelling, for messages.
 fn float_text<F: serde::Serialize + ToString>(f: &F) -> String {
-    serde_json::to_string(f).ok().filter(|t| t != "null").unwrap_or_else(|| f.to_string())
+    serde_json::to_string(f)
+        .ok()
+        .filter(|t| t != "null")
+        .unwrap_or_else(|| f.to_string())
 }
 
 fn write_float(f: f64, shortest: &str, out: &mut String, path: &Path, mode: Mode) -> Result<()> {
@@ -232,9 +235,11 @@ fn key_text(key: &Value, path: &Path, mode: Mode) -> Result<String> {
         },
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
             let mut text = String::new();
-            write_value(key, &mut text, &mut Path::default(), mode).map_err(|_| Error::NonFiniteFloat {
-                path: path.to_string(),
-                value: to_display(key),
+            write_value(key, &mut text, &mut Path::default(), mode).map_err(|_| {
+                Error::NonFiniteFloat {
+                    path: path.to_string(),
+                    value: to_display(key),
+                }
             })?;
             Ok(text)
         }
@@ -277,7 +282,8 @@ fn untag(value: Value, path: &mut Path) -> Result<Value> {
             }
             let mut out = Vec::with_capacity(entries.len());
             for (k, v) in entries {
-                path.0.push(Step::Key(k.as_str().unwrap_or_default().to_owned()));
+                path.0
+                    .push(Step::Key(k.as_str().unwrap_or_default().to_owned()));
                 let v = untag(v, path)?;
                 path.0.pop();
                 out.push((k, v));
@@ -295,7 +301,9 @@ fn decode_tag(tag: &'static str, content: Value, path: &Path) -> Result<Value> {
         reason: reason.to_owned(),
     };
     let base64 = |tag: &'static str, v: &Value| -> Result<Vec<u8>> {
-        let text = v.as_str().ok_or_else(|| bad(tag, "the data must be a base64 string"))?;
+        let text = v
+            .as_str()
+            .ok_or_else(|| bad(tag, "the data must be a base64 string"))?;
         BASE64
             .decode(text)
             .map_err(|e| bad(tag, &format!("invalid base64: {e}")))
@@ -416,13 +424,31 @@ mod tests {
 
     #[test]
     fn integers_at_the_edges() {
-        assert_eq!(to_json(&Value::from(u64::MAX)).expect("u64"), "18446744073709551615");
-        assert_eq!(to_json(&Value::from(i64::MIN)).expect("i64"), "-9223372036854775808");
-        assert_eq!(from_json("18446744073709551615").expect("u64"), Value::from(u64::MAX));
-        assert_eq!(from_json("-9223372036854775808").expect("i64"), Value::from(i64::MIN));
+        assert_eq!(
+            to_json(&Value::from(u64::MAX)).expect("u64"),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            to_json(&Value::from(i64::MIN)).expect("i64"),
+            "-9223372036854775808"
+        );
+        assert_eq!(
+            from_json("18446744073709551615").expect("u64"),
+            Value::from(u64::MAX)
+        );
+        assert_eq!(
+            from_json("-9223372036854775808").expect("i64"),
+            Value::from(i64::MIN)
+        );
         // beyond u64 and i64: a float, as JavaScript reads it
-        assert_eq!(from_json("18446744073709551616").expect("big"), Value::F64(18446744073709551616.0));
-        assert_eq!(from_json("-9223372036854775809").expect("small"), Value::F64(-9223372036854775809.0));
+        assert_eq!(
+            from_json("18446744073709551616").expect("big"),
+            Value::F64(18446744073709551616.0)
+        );
+        assert_eq!(
+            from_json("-9223372036854775809").expect("small"),
+            Value::F64(-9223372036854775809.0)
+        );
         // serde_json reads "-0" as a float, which keeps its sign
         assert_eq!(from_json("-0").expect("-0"), Value::F64(-0.0));
     }
@@ -451,8 +477,14 @@ mod tests {
             }
             other => panic!("expected NonFiniteFloat, got {other:?}"),
         }
-        assert!(matches!(to_json(&Value::F32(f32::INFINITY)), Err(Error::NonFiniteFloat { .. })));
-        assert!(matches!(to_json(&Value::F64(f64::NEG_INFINITY)), Err(Error::NonFiniteFloat { .. })));
+        assert!(matches!(
+            to_json(&Value::F32(f32::INFINITY)),
+            Err(Error::NonFiniteFloat { .. })
+        ));
+        assert!(matches!(
+            to_json(&Value::F64(f64::NEG_INFINITY)),
+            Err(Error::NonFiniteFloat { .. })
+        ));
         // and JSON's non-standard spellings are not accepted
         for bad in ["NaN", "Infinity", "-Infinity", "[NaN]"] {
             assert!(matches!(from_json(bad), Err(Error::JsonSyntax(_))), "{bad}");
@@ -463,11 +495,17 @@ mod tests {
 
     #[test]
     fn bin_and_ext_round_trip_through_tags() {
-        let v = Value::Array(vec![Value::Binary(vec![0, 1, 254, 255]), Value::Ext(-3, vec![9])]);
+        let v = Value::Array(vec![
+            Value::Binary(vec![0, 1, 254, 255]),
+            Value::Ext(-3, vec![9]),
+        ]);
         let text = to_json(&v).expect("converts");
         assert_eq!(text, r#"[{"$bin": "AAH+/w=="}, {"$ext": [-3, "CQ=="]}]"#);
         assert_eq!(from_json(&text).expect("parses"), v);
-        assert_eq!(to_json(&Value::Binary(vec![])).expect("empty"), r#"{"$bin": ""}"#);
+        assert_eq!(
+            to_json(&Value::Binary(vec![])).expect("empty"),
+            r#"{"$bin": ""}"#
+        );
     }
 
     #[test]
@@ -489,7 +527,10 @@ mod tests {
         let nested = from_json(r#"{"a": [{"$bin": "AQ=="}]}"#).expect("parses");
         assert_eq!(
             nested,
-            map(vec![(Value::from("a"), Value::Array(vec![Value::Binary(vec![1])]))])
+            map(vec![(
+                Value::from("a"),
+                Value::Array(vec![Value::Binary(vec![1])])
+            )])
         );
         assert!(matches!(
             from_json(r#"{"a": [{"$bin": 1}]}"#),
@@ -536,8 +577,14 @@ mod tests {
             (Value::Binary(b"nd".to_vec()), Value::Boolean(true)),
             (Value::Binary(b"type".to_vec()), Value::from("<i8")),
             (Value::Binary(b"kind".to_vec()), Value::Binary(vec![])),
-            (Value::Binary(b"shape".to_vec()), Value::Array(vec![Value::from(1)])),
-            (Value::Binary(b"data".to_vec()), Value::Binary(vec![1, 0, 0, 0, 0, 0, 0, 0])),
+            (
+                Value::Binary(b"shape".to_vec()),
+                Value::Array(vec![Value::from(1)]),
+            ),
+            (
+                Value::Binary(b"data".to_vec()),
+                Value::Binary(vec![1, 0, 0, 0, 0, 0, 0, 0]),
+            ),
         ]);
         assert_eq!(
             to_json(&v).expect("converts"),
@@ -557,23 +604,35 @@ mod tests {
     fn strings_are_escaped() {
         let v = Value::from("quote \" backslash \\ newline \n tab \t nul \u{0} é ✓");
         let text = to_json(&v).expect("converts");
-        assert_eq!(text, r#""quote \" backslash \\ newline \n tab \t nul \u0000 é ✓""#);
+        assert_eq!(
+            text,
+            r#""quote \" backslash \\ newline \n tab \t nul \u0000 é ✓""#
+        );
         assert_eq!(from_json(&text).expect("parses"), v);
     }
 
     #[test]
     fn syntax_errors_and_depth() {
         for bad in ["", "{", "{\"id\"}", "[1,]", "'x'", "{\"a\":1} trailing"] {
-            assert!(matches!(from_json(bad), Err(Error::JsonSyntax(_))), "{bad:?}");
+            assert!(
+                matches!(from_json(bad), Err(Error::JsonSyntax(_))),
+                "{bad:?}"
+            );
         }
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(matches!(from_json(&deep), Err(Error::JsonSyntax(_))));
-        assert!(matches!(from_json_slice(b"\"\xff\""), Err(Error::JsonSyntax(_))));
+        assert!(matches!(
+            from_json_slice(b"\"\xff\""),
+            Err(Error::JsonSyntax(_))
+        ));
     }
 
     #[test]
     fn display_shows_what_json_cannot() {
-        let v = map(vec![(Value::Array(vec![Value::from(1)]), Value::F64(f64::INFINITY))]);
+        let v = map(vec![(
+            Value::Array(vec![Value::from(1)]),
+            Value::F64(f64::INFINITY),
+        )]);
         assert_eq!(to_display(&v), r#"{"[1]": Infinity}"#);
         assert_eq!(to_display(&Value::from(5)), "5");
     }

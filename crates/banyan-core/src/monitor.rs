@@ -66,10 +66,12 @@ pub fn format_message(message: &Message, config: &MonitorConfig) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Shows a msgpack-numpy array (`{b'nd': True, b'type': '<i8', b'shape':
@@ -78,7 +80,10 @@ fn numpy_display(value: &Value) -> Option<String> {
     let map = value.as_map()?;
     let field = |name: &[u8]| {
         map.iter()
-            .find(|(k, _)| matches!(k, Value::Binary(b) if b == name) || k.as_str().map(str::as_bytes) == Some(name))
+            .find(|(k, _)| {
+                matches!(k, Value::Binary(b) if b == name)
+                    || k.as_str().map(str::as_bytes) == Some(name)
+            })
             .map(|(_, v)| v)
     };
     if field(b"nd")?.as_bool() != Some(true) {
@@ -179,8 +184,14 @@ mod tests {
 
     #[test]
     fn prints_topic_and_readable_payload() {
-        let m = Message::new("to_x", &Value::Map(vec![(Value::from("msg"), Value::from(1))]));
-        assert_eq!(format_message(&m, &MonitorConfig::default()), r#"to_x {"msg": 1}"#);
+        let m = Message::new(
+            "to_x",
+            &Value::Map(vec![(Value::from("msg"), Value::from(1))]),
+        );
+        assert_eq!(
+            format_message(&m, &MonitorConfig::default()),
+            r#"to_x {"msg": 1}"#
+        );
     }
 
     #[test]
@@ -196,8 +207,14 @@ mod tests {
         let ints: Vec<u8> = [1i64, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
         let m = Message::new("a", &numpy_map("<i8", &[3], ints));
         let numpy = MonitorConfig { numpy: true };
-        assert_eq!(format_message(&m, &numpy), "a ndarray(<i8, shape [3]) [1, -2, 3]");
-        let floats: Vec<u8> = [1.5f64, 2.5, 3.5, 4.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            format_message(&m, &numpy),
+            "a ndarray(<i8, shape [3]) [1, -2, 3]"
+        );
+        let floats: Vec<u8> = [1.5f64, 2.5, 3.5, 4.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let m = Message::new("b", &numpy_map("<f8", &[2, 2], floats));
         assert_eq!(
             format_message(&m, &numpy),

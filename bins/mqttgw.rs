@@ -1,0 +1,2 @@
+//! `mqttgw`.
+fn main() {}

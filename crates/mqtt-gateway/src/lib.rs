@@ -1,0 +1,1 @@
+//! The Banyan mqtt-gateway (in progress).

@@ -1,0 +1,1 @@
+//! The Banyan tcp-gateway (in progress).

@@ -1,0 +1,1 @@
+//! The Banyan ws-gateway (in progress).

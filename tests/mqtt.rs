@@ -1,0 +1,1 @@
+//! The mqtt gateway end to end.

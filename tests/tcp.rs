@@ -1,0 +1,1 @@
+//! The tcp gateway end to end.

@@ -1,0 +1,319 @@
+//! The shared test harness: runs the real executables, picks free ports,
+//! waits for readiness lines with a deadline, and kills what it started.
+
+#![allow(dead_code)] // each test module uses a part
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use banyan_core::{Client, ClientConfig, Messages};
+use tokio::sync::mpsc;
+
+/// The default deadline of a wait in a test.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Awaits `future` for at most [`DEADLINE`]; panics naming `what` otherwise.
+pub(crate) async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago and that no other test of
+/// this process has been given.
+pub(crate) fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral port")
+            .port();
+        if given.lock().expect("port set").insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port found in 1000 tries");
+}
+
+/// The path of one of this package's executables.
+pub(crate) fn exe(name: &str) -> PathBuf {
+    let path = match name {
+        "backplane" => env!("CARGO_BIN_EXE_backplane"),
+        "monitor" => env!("CARGO_BIN_EXE_monitor"),
+        "wsgw" => env!("CARGO_BIN_EXE_wsgw"),
+        "tgw" => env!("CARGO_BIN_EXE_tgw"),
+        "mqttgw" => env!("CARGO_BIN_EXE_mqttgw"),
+        other => panic!("unknown executable {other}"),
+    };
+    PathBuf::from(path)
+}
+
+/// The path of an example program built beside the executables.
+pub(crate) fn example(name: &str) -> PathBuf {
+    let dir = exe("backplane")
+        .parent()
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        dir.exists(),
+        "{} is missing: `cargo test` builds examples; build it with `cargo build --example {name}`",
+        dir.display()
+    );
+    dir
+}
+
+/// The repository root.
+pub(crate) fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The python of the venv with python-banyan (`scripts/test` creates it).
+/// Missing python-banyan fails the test: a peer that cannot be set up is an
+/// error, never a skip.
+pub(crate) fn python() -> PathBuf {
+    let path = std::env::var_os("BANYAN_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/pyenv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/test, which installs python-banyan in target/pyenv",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose output lines are collected, killed on drop.
+pub(crate) struct Proc {
+    pub(crate) name: String,
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `command` with stdout and stderr captured (stdin null unless
+    /// the command set it).
+    pub(crate) fn spawn(name: &str, command: &mut Command) -> Proc {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, lines) = mpsc::unbounded_channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        for (stream, prefix) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
+            (Box::new(stderr), "stderr: "),
+        ] {
+            let (tx, log) = (tx.clone(), log.clone());
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let line = format!("{prefix}{line}");
+                    log.lock().expect("log").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines,
+            log,
+        }
+    }
+
+    /// Waits for an output line (stdout, or stderr prefixed `stderr: `)
+    /// matching `pred`, at most [`DEADLINE`]; panics with everything the
+    /// process printed otherwise.
+    pub(crate) async fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if pred(&line) => return line,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "{} ended before printing {what}; it printed:\n{}",
+                    self.name,
+                    self.output()
+                ),
+                Err(_) => panic!(
+                    "timed out after {DEADLINE:?} waiting for {} to print {what}; it printed:\n{}",
+                    self.name,
+                    self.output()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a line containing `text`.
+    pub(crate) async fn wait_for_text(&mut self, text: &str) -> String {
+        self.wait_for(&format!("{text:?}"), |l| l.contains(text))
+            .await
+    }
+
+    /// The next output line, within [`DEADLINE`].
+    pub(crate) async fn next_line(&mut self) -> String {
+        self.wait_for("a line", |_| true).await
+    }
+
+    /// Everything printed so far.
+    pub(crate) fn output(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's standard input, if it was piped.
+    pub(crate) fn stdin(&mut self) -> Option<&mut std::process::ChildStdin> {
+        self.child.stdin.as_mut()
+    }
+
+    /// Closes the process's standard input.
+    pub(crate) fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Sends SIGTERM (SIGINT with `interrupt`) to this process and waits for
+    /// it to exit; returns its exit code.
+    pub(crate) async fn stop(&mut self, interrupt: bool) -> Option<i32> {
+        let signal = if interrupt { "-INT" } else { "-TERM" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {} failed", self.child.id());
+        self.wait().await
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub(crate) async fn wait(&mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            // No child-exit event reaches a std::process::Child; poll it.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit within {DEADLINE:?}; it printed:\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `backplane` executable on free ports of 127.0.0.1.
+pub(crate) struct BackplaneProc {
+    pub(crate) proc: Proc,
+    pub(crate) publisher_port: u16,
+    pub(crate) subscriber_port: u16,
+}
+
+impl BackplaneProc {
+    /// Starts `backplane -a 127.0.0.1 -p 0 -s 0` and reads its ports from the
+    /// banner.
+    pub(crate) async fn start() -> BackplaneProc {
+        Self::start_with(&[]).await
+    }
+
+    /// Same, with extra flags.
+    pub(crate) async fn start_with(extra: &[&str]) -> BackplaneProc {
+        let mut proc = Proc::spawn(
+            "backplane",
+            Command::new(exe("backplane"))
+                .args(["-a", "127.0.0.1", "-p", "0", "-s", "0"])
+                .args(extra),
+        );
+        let port = |line: String| -> u16 {
+            line.rsplit(' ')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no port in {line:?}"))
+        };
+        let subscriber_port = port(proc.wait_for_text("Subscriber Port = ").await);
+        let publisher_port = port(proc.wait_for_text("Publisher  Port = ").await);
+        BackplaneProc {
+            proc,
+            publisher_port,
+            subscriber_port,
+        }
+    }
+
+    /// A client configuration for this backplane.
+    pub(crate) fn config(&self) -> ClientConfig {
+        ClientConfig {
+            publisher_port: self.publisher_port,
+            subscriber_port: self.subscriber_port,
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Connects a client.
+    pub(crate) async fn connect(&self) -> (Client, Messages) {
+        within("a client to connect", Client::connect(&self.config()))
+            .await
+            .expect("client connects")
+    }
+
+    /// The common flags `-b 127.0.0.1 -p P -s S` for a component.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        vec![
+            "-b".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.publisher_port.to_string(),
+            "-s".into(),
+            self.subscriber_port.to_string(),
+        ]
+    }
+}
+
+/// Receives the next message within [`DEADLINE`].
+pub(crate) async fn recv(messages: &mut Messages, what: &str) -> banyan_core::Message {
+    within(what, messages.recv())
+        .await
+        .unwrap_or_else(|| panic!("the stream ended while waiting for {what}"))
+}
+
+/// Asserts that no message arrives while a marker message published after
+/// `publish_nothing` travels the same path: the marker proves the path is
+/// flowing, so "nothing before it" is a fact, not a timeout guess.
+pub(crate) async fn assert_nothing_before_marker(
+    publisher: &Client,
+    messages: &mut Messages,
+    marker_topic: &str,
+) {
+    publisher
+        .publish(marker_topic, &banyan_core::rmpv::Value::from("marker"))
+        .await
+        .expect("marker published");
+    let next = recv(messages, "the marker").await;
+    assert_eq!(
+        next.topic(),
+        marker_topic,
+        "unexpected message before the marker: {next:?}"
+    );
+}

@@ -1,0 +1,1 @@
+//! The ws gateway end to end.
