@@ -3,6 +3,7 @@
 mod common;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use argh::FromArgs;
 use banyan_core::backplane::{BackplaneConfig, DEFAULT_HIGH_WATER_MARK};
@@ -29,6 +30,10 @@ struct Args {
     /// per-peer queue bound in messages (default 200000)
     #[argh(option, default = "DEFAULT_HIGH_WATER_MARK")]
     high_water_mark: i32,
+    /// how long a subscriber whose queue is full may take to make room
+    /// before it misses messages, in milliseconds (default 250)
+    #[argh(option, default = "250")]
+    slow_subscriber_grace_ms: u64,
     /// accepted for python-banyan compatibility and ignored (default 0.001)
     #[argh(option, short = 't', default = "0.001")]
     loop_time: f64,
@@ -44,7 +49,9 @@ async fn main() -> ExitCode {
         publisher_port: args.publisher_port,
         subscriber_port: args.subscriber_port,
         high_water_mark: args.high_water_mark,
+        slow_subscriber_grace: Duration::from_millis(args.slow_subscriber_grace_ms),
     };
+    let shutdown = common::shutdown_signal();
     let backplane = match Backplane::bind(&config) {
         Ok(backplane) => backplane,
         Err(e) => return common::fail(e),
@@ -66,13 +73,13 @@ async fn main() -> ExitCode {
         backplane.subscriber_port(),
         backplane.publisher_port(),
     );
-    common::shutdown_signal().await;
+    shutdown.await;
     let stats = tokio::task::spawn_blocking(move || backplane.shutdown())
         .await
         .unwrap_or_default();
     tracing::info!(
         forwarded = stats.forwarded,
-        dropped = stats.dropped,
+        overflows = stats.overflows,
         "backplane stopped"
     );
     ExitCode::SUCCESS

@@ -87,6 +87,7 @@ pub(crate) fn backplane_address(flag: &Option<String>) -> Option<&str> {
 /// Installs the log output: short human lines on stderr, level from
 /// `BANYAN_LOG` (or `RUST_LOG`), e.g. `debug` or `info,banyan_core=debug`.
 pub(crate) fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
@@ -102,6 +103,7 @@ pub(crate) fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false)
                 .compact(),
         )
@@ -109,20 +111,26 @@ pub(crate) fn init_logging() {
         .init();
 }
 
-/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+/// A future that completes on the first SIGINT (Ctrl-C) or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled: call it before printing the banner, so that a signal sent
+/// as soon as the banner appears is not fatal.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -65,12 +65,13 @@ async fn main() -> ExitCode {
             return common::fail(e);
         }
     }
+    let shutdown = common::shutdown_signal();
     println!("{}", bus.banner(&args.name));
     let shown = monitor::run(
         &mut bus.messages,
         &MonitorConfig { numpy },
         std::io::stdout().lock(),
-        common::shutdown_signal(),
+        shutdown,
     )
     .await;
     bus.close().await;

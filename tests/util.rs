@@ -95,6 +95,7 @@ pub(crate) struct Proc {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -110,12 +111,13 @@ impl Proc {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
+        let mut readers = Vec::new();
         for (stream, prefix) in [
             (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
             (Box::new(stderr), "stderr: "),
         ] {
             let (tx, log) = (tx.clone(), log.clone());
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 use std::io::BufRead;
                 for line in std::io::BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
@@ -123,13 +125,14 @@ impl Proc {
                     log.lock().expect("log").push(line.clone());
                     let _ = tx.send(line);
                 }
-            });
+            }));
         }
         Proc {
             name: name.to_owned(),
             child,
             lines,
             log,
+            readers,
         }
     }
 
@@ -160,6 +163,20 @@ impl Proc {
     pub(crate) async fn wait_for_text(&mut self, text: &str) -> String {
         self.wait_for(&format!("{text:?}"), |l| l.contains(text))
             .await
+    }
+
+    /// Returns at once if some line printed so far contains `text`, else
+    /// waits for one (stdout and stderr lines interleave in no fixed order).
+    pub(crate) async fn expect_text(&mut self, text: &str) {
+        if !self
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.contains(text))
+        {
+            self.wait_for_text(text).await;
+        }
     }
 
     /// The next output line, within [`DEADLINE`].
@@ -203,7 +220,9 @@ impl Proc {
     pub(crate) async fn wait(&mut self) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            let exited = self.child.try_wait().expect("try_wait");
+            // Once it exited, its output is complete when the readers end.
+            if let Some(status) = exited.filter(|_| self.readers.iter().all(|r| r.is_finished())) {
                 return status.code();
             }
             // No child-exit event reaches a std::process::Child; poll it.

@@ -10,7 +10,7 @@
 //! The forwarding loop runs on its own thread (`banyan-backplane`), because
 //! libzmq sockets belong to one thread. It counts what it forwards and what it
 //! could not hand to a subscriber whose queue was full (see
-//! [`BackplaneStats::dropped`] and `docs/architecture.md`).
+//! [`BackplaneStats::overflows`] and `docs/architecture.md`).
 
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,8 +36,13 @@ pub const DEFAULT_HIGH_WATER_MARK: i32 = 200_000;
 const LINGER_MS: i32 = 500;
 /// Messages moved per poll wake-up before the other direction gets a turn.
 const BATCH: usize = 4096;
-/// Drops are logged at most this often.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a message held for a full subscriber is offered again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// How long a full subscriber may take to make room before it misses
+/// messages (see [`BackplaneConfig::slow_subscriber_grace`]).
+pub const DEFAULT_SLOW_SUBSCRIBER_GRACE: Duration = Duration::from_millis(250);
+/// Overflows are logged at most this often.
+const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to run a backplane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +60,12 @@ pub struct BackplaneConfig {
     pub subscriber_port: u16,
     /// Per-peer queue bound, in messages, on both sockets.
     pub high_water_mark: i32,
+    /// When a subscriber's queue is full, forwarding pauses (publishers
+    /// wait) for at most this long for it to make room; after that the
+    /// message goes to everyone else and that subscriber misses it (an
+    /// overflow, counted and logged). A subscriber that keeps up on average
+    /// therefore loses nothing, and one that stalls cannot stop the bus.
+    pub slow_subscriber_grace: Duration,
 }
 
 impl Default for BackplaneConfig {
@@ -64,6 +75,7 @@ impl Default for BackplaneConfig {
             publisher_port: DEFAULT_PUBLISHER_PORT,
             subscriber_port: DEFAULT_SUBSCRIBER_PORT,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            slow_subscriber_grace: DEFAULT_SLOW_SUBSCRIBER_GRACE,
         }
     }
 }
@@ -73,10 +85,12 @@ impl Default for BackplaneConfig {
 pub struct BackplaneStats {
     /// Messages received from publishers and forwarded.
     pub forwarded: u64,
-    /// Messages that at least one subscriber did not get because its queue
-    /// was full (it was slower than the publishers for longer than the
-    /// queues hold). Every other subscriber got them.
-    pub dropped: u64,
+    /// How many times a subscriber's queue was found full, so that it missed
+    /// messages (it was slower than the publishers for longer than the queues
+    /// hold); everybody else got them. ZeroMQ then skips that subscriber
+    /// silently until it has read part of its queue, so this counts
+    /// overflows, not every message missed.
+    pub overflows: u64,
     /// Distinct topic prefixes subscribed at the moment.
     pub topics: u64,
 }
@@ -84,7 +98,7 @@ pub struct BackplaneStats {
 #[derive(Default)]
 struct Counters {
     forwarded: AtomicU64,
-    dropped: AtomicU64,
+    overflows: AtomicU64,
     topics: AtomicU64,
 }
 
@@ -128,6 +142,7 @@ impl Backplane {
         let publisher_port = bind(&xsub, &config.bind_address, config.publisher_port)?;
         let subscriber_port = bind(&xpub, &config.bind_address, config.subscriber_port)?;
 
+        let grace = config.slow_subscriber_grace;
         let wake = Arc::new(Wake::new()?);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -141,8 +156,11 @@ impl Backplane {
                         xpub,
                         counters,
                         frames: Vec::with_capacity(4),
-                        unlogged_drops: 0,
-                        last_drop_log: None,
+                        held: false,
+                        blocked_since: None,
+                        grace,
+                        unlogged_overflows: 0,
+                        last_overflow_log: None,
                     };
                     forwarder.run(&wake, &stop);
                     // Sockets close before the context, which then waits at most
@@ -182,7 +200,7 @@ impl Backplane {
     pub fn stats(&self) -> BackplaneStats {
         BackplaneStats {
             forwarded: self.counters.forwarded.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            overflows: self.counters.overflows.load(Ordering::Relaxed),
             topics: self.counters.topics.load(Ordering::Relaxed),
         }
     }
@@ -271,21 +289,35 @@ struct Forwarder {
     counters: Arc<Counters>,
     /// The frames of the message being forwarded, reused between messages.
     frames: Vec<zmq::Message>,
-    unlogged_drops: u64,
-    last_drop_log: Option<Instant>,
+    /// Whether `frames` holds a message not yet sent.
+    held: bool,
+    /// When a full subscriber first refused the held message.
+    blocked_since: Option<Instant>,
+    grace: Duration,
+    unlogged_overflows: u64,
+    last_overflow_log: Option<Instant>,
 }
 
 impl Forwarder {
     fn run(&mut self, wake: &Wake, stop: &AtomicBool) {
         loop {
             let (published, subscribed, woken) = {
+                // While a message is held for a full subscriber, read nothing
+                // new and retry soon: an XPUB socket signals no room to wait on.
+                let publisher_events = if self.held {
+                    zmq::PollEvents::empty()
+                } else {
+                    zmq::POLLIN
+                };
                 let mut items = [
-                    self.xsub.as_poll_item(zmq::POLLIN),
+                    self.xsub.as_poll_item(publisher_events),
                     self.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
                 ];
-                let timeout = if self.unlogged_drops > 0 {
-                    DROP_LOG_INTERVAL.as_millis() as i64
+                let timeout = if self.held {
+                    RETRY_INTERVAL.as_millis() as i64
+                } else if self.unlogged_overflows > 0 {
+                    OVERFLOW_LOG_INTERVAL.as_millis() as i64
                 } else {
                     -1
                 };
@@ -310,10 +342,10 @@ impl Forwarder {
             if subscribed {
                 self.forward_subscriptions();
             }
-            if published {
+            if published || self.held {
                 self.forward_messages();
             }
-            self.log_drops();
+            self.log_overflows();
         }
     }
 
@@ -351,12 +383,23 @@ impl Forwarder {
     fn forward_messages(&mut self) {
         let mut forwarded = 0;
         for _ in 0..BATCH {
-            match self.forward_one() {
+            if !self.held {
+                match self.read_message() {
+                    Ok(true) => self.held = true,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!("reading a message failed: {e}");
+                        break;
+                    }
+                }
+            }
+            match self.send_held() {
                 Ok(true) => forwarded += 1,
+                // A subscriber is full: retry shortly, reading nothing new.
                 Ok(false) => break,
                 Err(e) => {
                     tracing::warn!("forwarding a message failed: {e}");
-                    break;
+                    self.held = false;
                 }
             }
         }
@@ -365,8 +408,8 @@ impl Forwarder {
             .fetch_add(forwarded, Ordering::Relaxed);
     }
 
-    /// Forwards one whole multipart message; `Ok(false)` when none is waiting.
-    fn forward_one(&mut self) -> zmq::Result<bool> {
+    /// Reads the frames of one whole message; `Ok(false)` when none waits.
+    fn read_message(&mut self) -> zmq::Result<bool> {
         self.frames.clear();
         loop {
             let msg = match self.xsub.recv_msg(zmq::DONTWAIT) {
@@ -377,53 +420,70 @@ impl Forwarder {
             let more = msg.get_more();
             self.frames.push(msg);
             if !more {
-                break;
+                return Ok(true);
             }
         }
-        // First try without dropping: the send fails with EAGAIN, and keeps
-        // the message, if any matching subscriber's queue is full. The first
-        // frame (the topic, a few bytes) is copied so that it survives that.
+    }
+
+    /// Sends the held message; `Ok(false)` when a matching subscriber's queue
+    /// is full and has been for less than the grace period, so the message
+    /// stays held.
+    fn send_held(&mut self) -> zmq::Result<bool> {
+        // Never block: a blocking send would wait for the slowest subscriber
+        // for ever, and stop subscriptions from flowing.
         let last = self.frames.len() - 1;
-        let first_flags = if last > 0 { zmq::SNDMORE } else { 0 };
+        let first_flags = zmq::DONTWAIT | if last > 0 { zmq::SNDMORE } else { 0 };
+        // With NODROP the send fails, and the first frame (the topic, a few
+        // bytes, sent by copy) survives, if any matching queue is full.
         match self.xpub.send(&self.frames[0][..], first_flags) {
             Ok(()) => {}
             Err(zmq::Error::EAGAIN) => {
-                // Deliver to everyone who has room, and count the loss for
-                // the others.
+                let now = Instant::now();
+                let since = *self.blocked_since.get_or_insert(now);
+                if now.duration_since(since) < self.grace {
+                    return Ok(false);
+                }
+                // The subscriber made no room within the grace period:
+                // deliver to everyone who has room, and count the overflow.
                 set_xpub_nodrop(&mut self.xpub, false)?;
                 let sent = self.xpub.send(&self.frames[0][..], first_flags);
                 set_xpub_nodrop(&mut self.xpub, true)?;
                 sent?;
-                self.unlogged_drops += 1;
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.unlogged_overflows += 1;
+                self.counters.overflows.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => return Err(e),
         }
+        self.blocked_since = None;
+        self.held = false;
+        // Once the first frame is accepted, ZeroMQ accepts the rest of the
+        // message (queue limits count whole messages), so the other frames
+        // move without a copy.
         for (i, frame) in self.frames.drain(1..).enumerate() {
-            let flags = if i + 1 < last { zmq::SNDMORE } else { 0 };
+            let flags = zmq::DONTWAIT | if i + 1 < last { zmq::SNDMORE } else { 0 };
             self.xpub.send(frame, flags)?;
         }
         Ok(true)
     }
 
-    fn log_drops(&mut self) {
-        if self.unlogged_drops == 0 {
+    fn log_overflows(&mut self) {
+        if self.unlogged_overflows == 0 {
             return;
         }
         let now = Instant::now();
         if self
-            .last_drop_log
-            .is_some_and(|last| now.duration_since(last) < DROP_LOG_INTERVAL)
+            .last_overflow_log
+            .is_some_and(|last| now.duration_since(last) < OVERFLOW_LOG_INTERVAL)
         {
             return;
         }
         tracing::warn!(
-            dropped = self.unlogged_drops,
-            total = self.counters.dropped.load(Ordering::Relaxed),
-            "a subscriber is slower than its publishers: messages not delivered to it"
+            overflows = self.unlogged_overflows,
+            total = self.counters.overflows.load(Ordering::Relaxed),
+            "a subscriber is slower than its publishers: its queue is full and it misses messages"
         );
-        self.unlogged_drops = 0;
-        self.last_drop_log = Some(now);
+        self.unlogged_overflows = 0;
+        self.last_overflow_log = Some(now);
     }
 }
 

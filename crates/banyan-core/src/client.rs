@@ -19,9 +19,12 @@
 //!
 //! python-banyan's own backplane (a SUB/PUB forwarder) forwards no
 //! subscriptions; it subscribes to everything, which the client sees as the
-//! empty subscription. Against it, `connect` returns once that is seen and a
-//! short grace period has passed without a probe, and `subscribe` cannot be
-//! confirmed ([`Client::confirms_subscriptions`] is then `false`).
+//! empty subscription. When that is seen and no probe has come back after a
+//! short grace period, the client publishes a message on its probe topic
+//! until the message comes back through its own subscription: then its
+//! subscriptions are in place at the forwarder, and `connect` (or
+//! `subscribe`) returns. Such probe messages are never handed to a
+//! [`Messages`] stream; python components subscribed to everything see them.
 
 use std::pin::Pin;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
@@ -78,7 +81,8 @@ pub(crate) struct Shared {
     /// Set by the I/O thread when it holds a received message the inbox had
     /// no room for; the reader of [`Messages`] then wakes it.
     pub(crate) inbox_blocked: AtomicBool,
-    /// Whether the backplane confirms subscriptions (an XPUB backplane).
+    /// Whether the backplane forwards subscriptions (an XPUB backplane), so
+    /// that probes return as subscription notices rather than as messages.
     pub(crate) confirms: AtomicBool,
     /// Received messages that were not Banyan messages and were dropped.
     pub(crate) malformed: AtomicU64,
@@ -169,10 +173,9 @@ impl Client {
 
     /// Subscribes to every topic that starts with `prefix` (`""`: all).
     ///
-    /// Returns once the backplane routes those topics to this client (when it
-    /// [confirms subscriptions](Client::confirms_subscriptions)); publishers
-    /// elsewhere learn of it within about a millisecond. Subscriptions count:
-    /// subscribing twice needs two unsubscribes.
+    /// Returns once the backplane routes those topics to this client;
+    /// publishers elsewhere learn of it within about a millisecond.
+    /// Subscriptions count: subscribing twice needs two unsubscribes.
     pub async fn subscribe(&self, prefix: &str) -> Result<()> {
         let (done, rx) = oneshot::channel();
         self.command(Command::Subscribe {
@@ -216,10 +219,10 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)
     }
 
-    /// Whether the backplane confirms subscriptions (ours does; python-banyan's
-    /// forwarder does not, and then [`Client::subscribe`] returns once the
-    /// subscription is sent).
-    pub fn confirms_subscriptions(&self) -> bool {
+    /// Whether the backplane forwards subscriptions to publishers (ours does;
+    /// python-banyan's forwarder does not, and then every message is sent to
+    /// it whoever subscribes).
+    pub fn forwards_subscriptions(&self) -> bool {
         self.shared.confirms.load(Ordering::Relaxed)
     }
 

@@ -54,6 +54,8 @@ const BACKOFF: Duration = Duration::from_millis(1);
 /// long to wait for the probe before deciding the backplane does not forward
 /// subscriptions.
 const FORWARDER_GRACE: Duration = Duration::from_millis(300);
+/// How often a probe message is published again until it comes back.
+const PROBE_RESEND: Duration = Duration::from_millis(20);
 /// How long closing may flush queued messages.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -125,7 +127,13 @@ pub(crate) fn spawn(
     };
     let probe = driver.new_probe();
     driver.sub.set_subscribe(&probe)?;
-    driver.probes.insert(probe, Probe::Connect);
+    driver.probes.insert(
+        probe,
+        Probe {
+            what: ProbeFor::Connect,
+            resend: None,
+        },
+    );
 
     std::thread::Builder::new()
         .name("banyan-client".to_owned())
@@ -154,8 +162,20 @@ struct Ready {
     timeout: Duration,
 }
 
-/// What a probe subscription coming back answers.
-enum Probe {
+/// A probe topic this client subscribed to, and what its return answers.
+///
+/// It returns as a subscription notice on the XPUB socket from a backplane
+/// that forwards subscriptions. A forwarder that does not (python-banyan's)
+/// subscribes to everything instead; there the client publishes a message
+/// on the probe topic until it comes back through the SUB socket, which shows
+/// the subscriptions made before the probe's are in place too.
+struct Probe {
+    what: ProbeFor,
+    /// When to publish the probe message next (forwarder backplanes only).
+    resend: Option<Instant>,
+}
+
+enum ProbeFor {
     Connect,
     Subscribe {
         topic: Vec<u8>,
@@ -201,7 +221,9 @@ impl Driver {
             }
             busy |= self.receive_messages();
             busy |= self.receive_subscriptions();
-            self.expire(Instant::now());
+            let now = Instant::now();
+            self.expire(now);
+            self.resend_probes(now);
             if !busy {
                 self.sleep();
             }
@@ -267,23 +289,39 @@ impl Driver {
 
     fn subscribe(&mut self, prefix: Vec<u8>, done: oneshot::Sender<Result<()>>) -> Result<()> {
         self.sub.set_subscribe(&prefix)?;
-        if !self.shared.confirms.load(Ordering::Relaxed) {
-            let _ = done.send(Ok(()));
-            return Ok(());
-        }
-        // The backplane handles our subscriptions in order, so once it
-        // forwards this fresh probe it has registered `prefix` too.
+        // The backplane handles our subscriptions in order, so once this
+        // fresh probe has come back it has registered `prefix` too.
         let probe = self.new_probe();
         self.sub.set_subscribe(&probe)?;
+        let now = Instant::now();
+        let by_message = !self.shared.confirms.load(Ordering::Relaxed);
         self.probes.insert(
             probe,
-            Probe::Subscribe {
-                topic: prefix,
-                done,
-                deadline: Instant::now() + self.timeout,
+            Probe {
+                what: ProbeFor::Subscribe {
+                    topic: prefix,
+                    done,
+                    deadline: now + self.timeout,
+                },
+                resend: by_message.then_some(now),
             },
         );
         Ok(())
+    }
+
+    /// Publishes the probe messages that are due (forwarder backplanes).
+    fn resend_probes(&mut self, now: Instant) {
+        for (topic, probe) in &mut self.probes {
+            if probe.resend.is_some_and(|at| at <= now) {
+                // Lost if the backplane's queue is full: the next resend
+                // tries again.
+                let _ = self
+                    .xpub
+                    .send(&topic[..], zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|()| self.xpub.send(&[0xc0u8][..], zmq::DONTWAIT));
+                probe.resend = Some(now + PROBE_RESEND);
+            }
+        }
     }
 
     fn new_probe(&mut self) -> Vec<u8> {
@@ -311,6 +349,11 @@ impl Driver {
                 break;
             }
             moved = true;
+            if let Some(topic) = frames.first().filter(|t| is_probe(t)) {
+                let topic = topic.to_vec();
+                self.probe_returned(&topic);
+                continue;
+            }
             match Message::from_frames(&frames) {
                 Ok(message) => {
                     if !self.deliver(&inbox, message) {
@@ -463,16 +506,18 @@ impl Driver {
         if let Err(e) = self.sub.set_unsubscribe(probe) {
             tracing::debug!("dropping a probe subscription failed: {e}");
         }
-        match what {
-            Probe::Connect => {
-                if !self.shared.confirms.swap(true, Ordering::Relaxed) {
+        match what.what {
+            ProbeFor::Connect => {
+                // Returned as a subscription notice: the backplane forwards
+                // subscriptions. As a message: it forwards everything.
+                if what.resend.is_none() && !self.shared.confirms.swap(true, Ordering::Relaxed) {
                     tracing::debug!("the backplane forwards subscriptions");
                 }
                 if let Some(ready) = self.ready.take() {
                     let _ = ready.tx.send(Ok(()));
                 }
             }
-            Probe::Subscribe { done, .. } => {
+            ProbeFor::Subscribe { done, .. } => {
                 let _ = done.send(Ok(()));
             }
         }
@@ -490,9 +535,13 @@ impl Driver {
     fn expire(&mut self, now: Instant) {
         if let Some(ready) = self.ready.take() {
             if ready.grace.is_some_and(|g| now >= g) {
-                tracing::debug!("the backplane forwards everything and confirms no subscription");
-                let _ = ready.tx.send(Ok(()));
-            } else if now >= ready.deadline {
+                // The backplane forwards everything and no subscription:
+                // confirm by message from now on.
+                for probe in self.probes.values_mut() {
+                    probe.resend.get_or_insert(now);
+                }
+            }
+            if now >= ready.deadline {
                 let _ = ready.tx.send(Err(Error::BackplaneUnreachable {
                     address: ready.address,
                     publisher_port: ready.publisher_port,
@@ -506,11 +555,17 @@ impl Driver {
         let expired: Vec<Vec<u8>> = self
             .probes
             .iter()
-            .filter(|(_, p)| matches!(p, Probe::Subscribe { deadline, .. } if now >= *deadline))
+            .filter(
+                |(_, p)| matches!(p.what, ProbeFor::Subscribe { deadline, .. } if now >= deadline),
+            )
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
-            if let Some(Probe::Subscribe { topic, done, .. }) = self.probes.remove(&key) {
+            if let Some(Probe {
+                what: ProbeFor::Subscribe { topic, done, .. },
+                ..
+            }) = self.probes.remove(&key)
+            {
                 let _ = self.sub.set_unsubscribe(&key);
                 let _ = done.send(Err(Error::SubscriptionUnconfirmed {
                     topic: String::from_utf8_lossy(&topic).into_owned(),
@@ -525,9 +580,12 @@ impl Driver {
             .ready
             .as_ref()
             .map(|r| r.grace.map_or(r.deadline, |g| g.min(r.deadline)));
-        let probes = self.probes.values().filter_map(|p| match p {
-            Probe::Subscribe { deadline, .. } => Some(*deadline),
-            Probe::Connect => None,
+        let probes = self.probes.values().flat_map(|p| {
+            let deadline = match &p.what {
+                ProbeFor::Subscribe { deadline, .. } => Some(*deadline),
+                ProbeFor::Connect => None,
+            };
+            deadline.into_iter().chain(p.resend)
         });
         ready.into_iter().chain(probes).min()
     }
