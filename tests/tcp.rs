@@ -17,7 +17,8 @@ const FROM_DEVICE: &str = "from_dev";
 
 /// A backplane, a `tgw` and the device's listening socket.
 struct Rig {
-    bp: BackplaneProc,
+    /// Held so the backplane runs as long as the rig.
+    _bp: BackplaneProc,
     gw: Proc,
     listener: Option<TcpListener>,
     port: u16,
@@ -65,7 +66,7 @@ impl Rig {
         let (client, from_device) = bp.connect().await;
         client.subscribe(FROM_DEVICE).await.expect("subscribed");
         Rig {
-            bp,
+            _bp: bp,
             gw,
             listener: Some(listener),
             port,

@@ -307,3 +307,113 @@ async fn write_device<W: AsyncWrite + Unpin>(
         shared.stats.add_to_device(frames as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use banyan_core::{Backplane, BackplaneConfig, ClientConfig};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    async fn bus() -> (Backplane, ClientConfig) {
+        let backplane = Backplane::bind(&BackplaneConfig {
+            bind_address: "127.0.0.1".into(),
+            publisher_port: 0,
+            subscriber_port: 0,
+            ..BackplaneConfig::default()
+        })
+        .expect("backplane");
+        let config = ClientConfig {
+            publisher_port: backplane.publisher_port(),
+            subscriber_port: backplane.subscriber_port(),
+            ..ClientConfig::default()
+        };
+        (backplane, config)
+    }
+
+    fn config() -> Config {
+        Config {
+            topics: vec!["to_dev".into()],
+            publish_topic: "from_dev".into(),
+            queue_capacity: 4,
+            ..Config::default()
+        }
+    }
+
+    /// The device end of an in-memory connection that holds 16 bytes: a
+    /// device that does not read blocks the gateway's writes at once.
+    #[tokio::test]
+    async fn a_device_that_does_not_read_blocks_neither_the_bus_nor_its_own_frames() {
+        let (_backplane, bus) = bus().await;
+        let config = config();
+        let (gateway, mut to_forward) = Client::connect(&bus).await.expect("gateway");
+        gateway.subscribe("to_dev").await.expect("subscribed");
+        let (app, mut from_device) = Client::connect(&bus).await.expect("app");
+        app.subscribe("from_dev").await.expect("subscribed");
+        let (mut device, connection) = tokio::io::duplex(16);
+        let shared = Shared::new(config.queue_capacity);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        tokio::pin!(shutdown);
+        let session = run(
+            connection,
+            &config,
+            &gateway,
+            &mut to_forward,
+            &shared,
+            shutdown.as_mut(),
+        );
+        let test = async {
+            for n in 0..50u8 {
+                app.publish_raw("to_dev", vec![n]).await.expect("published");
+            }
+            // The device answers while 50 messages wait for it.
+            device.write_all(&[1, 0xc3]).await.expect("device writes");
+            let reply = from_device.recv().await.expect("the reply");
+            assert_eq!(reply.payload()[..], [0xc3]);
+            // Then it reads; the oldest of the backlog were dropped.
+            let mut wire = Vec::new();
+            while !wire.ends_with(&[1, 49]) {
+                let mut buf = [0u8; 64];
+                let n = device.read(&mut buf).await.expect("device reads");
+                wire.extend_from_slice(&buf[..n]);
+            }
+            let _ = stop.send(());
+            let mut rest = Vec::new();
+            device.read_to_end(&mut rest).await.expect("goodbye");
+            assert!(rest.is_empty());
+            wire
+        };
+        let (end, wire) = tokio::join!(session, test);
+        assert!(matches!(end, End::Shutdown), "{end}");
+        let report = shared.stats.report();
+        assert!(report.dropped > 0, "the bound of 4 was reached");
+        assert_eq!(wire.len() / 2 + report.dropped as usize, 50);
+        assert_eq!(report.from_device, 1);
+    }
+
+    #[tokio::test]
+    async fn the_device_closing_mid_frame_publishes_nothing() {
+        let (_backplane, bus) = bus().await;
+        let config = config();
+        let (gateway, mut to_forward) = Client::connect(&bus).await.expect("gateway");
+        let (mut device, connection) = tokio::io::duplex(64);
+        let shared = Shared::new(config.queue_capacity);
+        device.write_all(&[5, 1, 2]).await.expect("device writes");
+        drop(device);
+        let end = run(
+            connection,
+            &config,
+            &gateway,
+            &mut to_forward,
+            &shared,
+            std::pin::pin!(std::future::pending::<()>()),
+        )
+        .await;
+        assert!(matches!(end, End::ClosedMidFrame), "{end}");
+        assert!(end.reconnect());
+        assert_eq!(shared.stats.report().from_device, 0);
+    }
+}
