@@ -34,8 +34,14 @@ pub(crate) fn parse<T: TopLevelCommand>(multi: &[&str]) -> T {
             output,
             status: Err(()),
         }) => {
-            let first = output.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{command}: {first} (see {command} --help)");
+            // argh spreads "Required options not provided:" over lines.
+            let message = output
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("{command}: {message} (see {command} --help)");
             std::process::exit(2)
         }
     }

@@ -132,14 +132,9 @@ async fn main() -> ExitCode {
     if let Err(e) = tcp_gateway::subscribe(&bus.client, &config).await {
         return common::fail(e);
     }
+    let shutdown = common::shutdown_signal();
     println!("{}", bus.banner(&args.name));
-    let result = tcp_gateway::run(
-        &config,
-        &bus.client,
-        &mut bus.messages,
-        common::shutdown_signal(),
-    )
-    .await;
+    let result = tcp_gateway::run(&config, &bus.client, &mut bus.messages, shutdown).await;
     bus.close().await;
     match result {
         Ok(_) => ExitCode::SUCCESS,
