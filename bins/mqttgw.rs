@@ -176,11 +176,15 @@ async fn main() -> ExitCode {
         subscriber_port: args.subscriber_port,
         ..ClientConfig::default()
     };
-    let mut bus =
-        match banyan_core::attach(common::backplane_address(&args.backplane), client_config).await {
-            Ok(bus) => bus,
-            Err(e) => return common::fail(e),
-        };
+    let mut bus = match banyan_core::attach(
+        common::backplane_address(&args.backplane),
+        client_config,
+    )
+    .await
+    {
+        Ok(bus) => bus,
+        Err(e) => return common::fail(e),
+    };
     if let Err(e) = gateway.subscribe(&bus.client).await {
         bus.close().await;
         return common::fail(e);
@@ -201,6 +205,7 @@ async fn main() -> ExitCode {
                 to_bus = stats.to_bus,
                 refused_from_bus = stats.refused_from_bus,
                 refused_from_mqtt = stats.refused_from_mqtt,
+                looped = stats.looped,
                 dropped = stats.dropped,
                 "stopped"
             );

@@ -37,7 +37,9 @@ impl std::str::FromStr for PayloadFormat {
         match s {
             "json" => Ok(PayloadFormat::Json),
             "msgpack" | "messagepack" => Ok(PayloadFormat::MessagePack),
-            other => Err(format!("unknown payload format {other:?} (json or msgpack)")),
+            other => Err(format!(
+                "unknown payload format {other:?} (json or msgpack)"
+            )),
         }
     }
 }
@@ -122,7 +124,10 @@ mod tests {
     fn messagepack_passes_through_untouched() {
         // Not canonical (a fixint stored as uint 16): must stay as it is.
         let raw = Bytes::from_static(b"\xcd\x00\x07");
-        assert_eq!(bus_to_mqtt(PayloadFormat::MessagePack, "t", &raw).unwrap(), raw);
+        assert_eq!(
+            bus_to_mqtt(PayloadFormat::MessagePack, "t", &raw).unwrap(),
+            raw
+        );
         assert_eq!(mqtt_to_bus(PayloadFormat::MessagePack, &raw).unwrap(), raw);
         assert!(matches!(
             mqtt_to_bus(PayloadFormat::MessagePack, b"\x92\x01"),

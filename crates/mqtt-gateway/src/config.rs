@@ -131,9 +131,7 @@ impl Config {
         }
         if let Some(tls) = &self.tls {
             let config = tls::client_config(tls)?;
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                config,
-            )));
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         }
         Ok(options)
     }
@@ -170,7 +168,10 @@ mod tests {
             ..Config::default()
         };
         let shown = format!("{config:?}");
-        assert!(shown.contains("user") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("user") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

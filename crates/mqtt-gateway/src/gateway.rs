@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use banyan_core::{Client, Message, Messages};
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing as
-    OutgoingEvent, Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions,
+    Outgoing as OutgoingEvent, Packet, Publish, QoS, Request, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn, Instrument};
@@ -136,7 +136,9 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> Result<Stats> {
         let span = tracing::info_span!("mqtt", broker = %self.config.broker());
-        self.run_inner(bus, messages, shutdown).instrument(span).await
+        self.run_inner(bus, messages, shutdown)
+            .instrument(span)
+            .await
     }
 
     async fn run_inner(
@@ -211,7 +213,10 @@ impl Gateway {
             if connection_rx.borrow().is_some() {
                 // The driver ends when rumqttc reports the DISCONNECT sent.
                 let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.disconnect()).await;
-                if tokio::time::timeout(GOODBYE_TIMEOUT, &mut driver).await.is_err() {
+                if tokio::time::timeout(GOODBYE_TIMEOUT, &mut driver)
+                    .await
+                    .is_err()
+                {
                     warn!("the broker did not take our DISCONNECT in time");
                 }
             }
@@ -244,7 +249,10 @@ fn forward_to_mqtt(shared: &Shared, routes: &Routes, format: PayloadFormat, mess
         Ok(outgoing) => outgoing,
         Err(error) => {
             let refused = Counters::bump(&shared.counters.refused_from_bus);
-            warn!(bus_topic = message.topic(), refused, "not sent to MQTT: {error}");
+            warn!(
+                bus_topic = message.topic(),
+                refused, "not sent to MQTT: {error}"
+            );
             return;
         }
     };
@@ -258,9 +266,15 @@ fn forward_to_mqtt(shared: &Shared, routes: &Routes, format: PayloadFormat, mess
         // Every drop is counted; the warnings thin out (1, 2, 4, 8, ...) so a
         // long outage cannot flood the log.
         if total.is_power_of_two() {
-            warn!(dropped = total, "the outage queue is full ({capacity}): dropped its oldest message");
+            warn!(
+                dropped = total,
+                "the outage queue is full ({capacity}): dropped its oldest message"
+            );
         } else {
-            debug!(dropped = total, "the outage queue is full ({capacity}): dropped its oldest message");
+            debug!(
+                dropped = total,
+                "the outage queue is full ({capacity}): dropped its oldest message"
+            );
         }
     }
 }
@@ -429,12 +443,17 @@ impl Driver {
             (dropped, outbox.dropped())
         };
         self.shared.queued.notify_one();
-        debug!(count, "messages the broker did not acknowledge are queued again");
+        debug!(
+            count,
+            "messages the broker did not acknowledge are queued again"
+        );
         if dropped {
-            warn!(dropped = total, "the outage queue is full: dropped its oldest messages");
+            warn!(
+                dropped = total,
+                "the outage queue is full: dropped its oldest messages"
+            );
         }
     }
-
 }
 
 /// Publishes what arrives from MQTT on the bus.

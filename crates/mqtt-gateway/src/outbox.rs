@@ -96,7 +96,9 @@ mod tests {
     }
 
     fn drain(outbox: &mut Outbox) -> Vec<u8> {
-        std::iter::from_fn(|| outbox.pop()).map(|o| o.payload[0]).collect()
+        std::iter::from_fn(|| outbox.pop())
+            .map(|o| o.payload[0])
+            .collect()
     }
 
     #[test]

@@ -139,7 +139,11 @@ impl Routes {
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|rest| !rest.is_empty())
             .ok_or_else(|| Error::OutsidePrefix(mqtt_topic.to_owned()))?;
-        if self.bus_topics.iter().any(|g| bus_topic.starts_with(g.as_str())) {
+        if self
+            .bus_topics
+            .iter()
+            .any(|g| bus_topic.starts_with(g.as_str()))
+        {
             return Err(Error::WouldLoop {
                 mqtt_topic: mqtt_topic.to_owned(),
                 bus_topic: bus_topic.to_owned(),
@@ -200,7 +204,10 @@ mod tests {
             routes.to_bus("banyanx/y"),
             Err(Error::OutsidePrefix(_))
         ));
-        assert!(matches!(routes.to_bus("banyan/"), Err(Error::OutsidePrefix(_))));
+        assert!(matches!(
+            routes.to_bus("banyan/"),
+            Err(Error::OutsidePrefix(_))
+        ));
         // Our own publication, echoed by the broker, is not sent round again.
         assert!(matches!(
             routes.to_bus("banyan/to_motor"),
