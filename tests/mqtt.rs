@@ -555,3 +555,101 @@ async fn tls_with_a_ca_file() {
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A python script of this test suite, run with the venv's python.
+fn python_script(name: &str) -> Command {
+    let mut command = Command::new(python());
+    command.arg(root().join("tests/python").join(name));
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_with_paho_and_python_banyan_with_pythons_defaults() {
+    let broker = Mosquitto::start("interop", "allow_anonymous true").await;
+    let backplane = BackplaneProc::start().await;
+    let port = broker.port.to_string();
+    let bus_flags = backplane.flags();
+
+    // MQTT side: paho-mqtt listens on python's -i default.
+    let mut paho_sub = Proc::spawn(
+        "paho sub",
+        python_script("mqtt_paho_peer.py").args(["sub", "--port", &port, "--topic", "from_banyan"]),
+    );
+    paho_sub.wait_for_text("READY").await;
+    // Bus side: a python-banyan component listens on python's -e default.
+    let mut banyan_sub = Proc::spawn(
+        "banyan_peer sub",
+        python_script("banyan_peer.py")
+            .arg("sub")
+            .args(&bus_flags)
+            .args(["--topic", "from_mqtt", "--count", "1"]),
+    );
+    banyan_sub.wait_for_text("READY").await;
+
+    // Only the broker and the bus are named: every topic is python's default.
+    let _gateway = start_gateway(&backplane, &broker, &[], &[], "mqtt_network").await;
+
+    // python-banyan -> bus -> mqttgw -> MQTT -> paho.
+    let mut banyan_pub = Proc::spawn(
+        "banyan_peer pub",
+        python_script("banyan_peer.py")
+            .arg("pub")
+            .args(&bus_flags)
+            .args(["--topic", "to_mqtt"])
+            .stdin(std::process::Stdio::piped()),
+    );
+    banyan_pub.wait_for_text("READY").await;
+    let value = map(&[("x", 1.into()), ("name", "pico".into())]);
+    {
+        use std::io::Write;
+        let stdin = banyan_pub.stdin().expect("stdin piped");
+        let hex: String = banyan_core::envelope::encode(&value)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        writeln!(stdin, "{hex}").expect("written");
+    }
+    banyan_pub.close_stdin();
+    banyan_pub.wait_for_text("DONE 1").await;
+    let line = paho_sub
+        .wait_for("a JSON line", |l| !l.starts_with("stderr:") && l != "READY")
+        .await;
+    assert_eq!(
+        line, r#"{"x": 1, "name": "pico"}"#,
+        "python's json.dumps layout"
+    );
+
+    // paho -> MQTT -> mqttgw -> bus -> python-banyan.
+    let mut paho_pub = Proc::spawn(
+        "paho pub",
+        python_script("mqtt_paho_peer.py")
+            .args(["pub", "--port", &port, "--topic", "mqtt_network"])
+            .stdin(std::process::Stdio::piped()),
+    );
+    paho_pub.wait_for_text("READY").await;
+    {
+        use std::io::Write;
+        let stdin = paho_pub.stdin().expect("stdin piped");
+        writeln!(
+            stdin,
+            r#"{{"report": "digital_input", "pin": 2, "value": [1, 2.5]}}"#
+        )
+        .expect("written");
+    }
+    paho_pub.close_stdin();
+    paho_pub.wait_for_text("DONE 1").await;
+    let line = banyan_sub.wait_for_text("from_mqtt\t").await;
+    let hex = line.split('\t').nth(1).expect("hex column");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    assert_eq!(
+        banyan_core::envelope::decode(&bytes).expect("msgpack"),
+        map(&[
+            ("report", "digital_input".into()),
+            ("pin", 2.into()),
+            ("value", Value::Array(vec![1.into(), 2.5.into()])),
+        ])
+    );
+}
