@@ -93,10 +93,10 @@ mod tests {
             ("pin".into(), 4.into()),
             ("raw".into(), Value::Binary(vec![1, 2, 3])),
         ]);
-        let text = bus_to_mqtt(PayloadFormat::Json, "t", &packed(&value)).unwrap();
+        let text = bus_to_mqtt(PayloadFormat::Json, "t", &packed(&value)).expect("converts");
         assert_eq!(&text[..], br#"{"pin": 4, "raw": {"$bin": "AQID"}}"#);
-        let back = mqtt_to_bus(PayloadFormat::Json, &text).unwrap();
-        assert_eq!(envelope::decode(&back).unwrap(), value);
+        let back = mqtt_to_bus(PayloadFormat::Json, &text).expect("converts");
+        assert_eq!(envelope::decode(&back).expect("converts"), value);
     }
 
     #[test]
@@ -125,10 +125,13 @@ mod tests {
         // Not canonical (a fixint stored as uint 16): must stay as it is.
         let raw = Bytes::from_static(b"\xcd\x00\x07");
         assert_eq!(
-            bus_to_mqtt(PayloadFormat::MessagePack, "t", &raw).unwrap(),
+            bus_to_mqtt(PayloadFormat::MessagePack, "t", &raw).expect("converts"),
             raw
         );
-        assert_eq!(mqtt_to_bus(PayloadFormat::MessagePack, &raw).unwrap(), raw);
+        assert_eq!(
+            mqtt_to_bus(PayloadFormat::MessagePack, &raw).expect("converts"),
+            raw
+        );
         assert!(matches!(
             mqtt_to_bus(PayloadFormat::MessagePack, b"\x92\x01"),
             Err(Error::NotMessagePack(_))

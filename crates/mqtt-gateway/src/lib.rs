@@ -44,10 +44,10 @@
 //! let mut bus = banyan_core::attach(None, banyan_core::ClientConfig::default()).await?;
 //! let gateway = Gateway::new(Config::default())?;
 //! gateway.subscribe(&bus.client).await?;
+//! // Any future ends it; `mqttgw` passes SIGINT/SIGTERM.
+//! let shutdown = tokio::time::sleep(std::time::Duration::from_secs(3600));
 //! let stats = gateway
-//!     .run(bus.client.clone(), &mut bus.messages, async {
-//!         let _ = tokio::signal::ctrl_c().await;
-//!     })
+//!     .run(bus.client.clone(), &mut bus.messages, shutdown)
 //!     .await?;
 //! println!("{} messages sent to MQTT", stats.to_mqtt);
 //! bus.close().await;

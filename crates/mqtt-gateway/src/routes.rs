@@ -175,9 +175,9 @@ mod tests {
     #[test]
     fn fixed_mode_sends_every_bus_topic_to_one_mqtt_topic() {
         let routes = fixed();
-        assert_eq!(routes.to_mqtt("to_mqtt").unwrap(), "from_banyan");
-        assert_eq!(routes.to_mqtt("sensors_7").unwrap(), "from_banyan");
-        assert_eq!(routes.to_bus("a/b/c").unwrap(), "from_mqtt");
+        assert_eq!(routes.to_mqtt("to_mqtt").expect("maps"), "from_banyan");
+        assert_eq!(routes.to_mqtt("sensors_7").expect("maps"), "from_banyan");
+        assert_eq!(routes.to_bus("a/b/c").expect("maps"), "from_mqtt");
         assert_eq!(
             routes.mqtt_subscriptions(),
             strings(&["mqtt_network", "a/+/c", "b/#"])
@@ -197,9 +197,9 @@ mod tests {
         .expect("valid");
         assert_eq!(routes.prefix(), Some("banyan"));
         assert_eq!(routes.mqtt_subscriptions(), strings(&["banyan/#"]));
-        assert_eq!(routes.to_mqtt("to_motor").unwrap(), "banyan/to_motor");
-        assert_eq!(routes.to_bus("banyan/from_pin").unwrap(), "from_pin");
-        assert_eq!(routes.to_bus("banyan/a/b").unwrap(), "a/b");
+        assert_eq!(routes.to_mqtt("to_motor").expect("maps"), "banyan/to_motor");
+        assert_eq!(routes.to_bus("banyan/from_pin").expect("maps"), "from_pin");
+        assert_eq!(routes.to_bus("banyan/a/b").expect("maps"), "a/b");
         assert!(matches!(
             routes.to_bus("banyanx/y"),
             Err(Error::OutsidePrefix(_))
