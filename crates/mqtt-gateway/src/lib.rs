@@ -1,1 +1,71 @@
-//! The Banyan mqtt-gateway (in progress).
+//! The Banyan MQTT gateway: connects the Banyan bus to an MQTT broker.
+//!
+//! A drop-in for python-banyan's `mgw` (the `mqttgw` executable is a thin
+//! shell around [`Gateway`]): every bus message on the `-g` topics is
+//! published on MQTT, every MQTT message on the `-j` filters is published on
+//! the bus. Payloads are JSON on MQTT by the shared rules of
+//! [`banyan_core::json`], or MessagePack passed through ([`PayloadFormat`]).
+//! Topics map to one fixed topic each way, or one to one under a prefix
+//! ([`Routes`]). The gateway survives broker restarts: it reconnects with a
+//! capped backoff, subscribes again, and sends what the bus published
+//! meanwhile from a bounded [outage queue](outbox).
+//!
+//! * [`Config`] ([`config`]): the settings, python's defaults in `Default`;
+//! * [`Routes`] ([`routes`]) and [`codec`]: pure topic and payload mapping;
+//! * [`Gateway`] ([`gateway`]): the running gateway.
+//!
+//! # Example
+//!
+//! ```
+//! use mqtt_gateway::{Config, Gateway};
+//!
+//! // bus `to_motor` <-> MQTT `banyan/to_motor`, MQTT `banyan/#` subscribed.
+//! let config = Config {
+//!     broker_address: "127.0.0.1".into(),
+//!     bus_topics: vec!["to_".into()],
+//!     mqtt_topics: vec!["#".into()],
+//!     prefix: Some("banyan".into()),
+//!     ..Config::default()
+//! };
+//! let gateway = Gateway::new(config)?;
+//! let routes = gateway.routes();
+//! assert_eq!(routes.to_mqtt("to_motor")?, "banyan/to_motor");
+//! assert_eq!(routes.to_bus("banyan/from_sensor")?, "from_sensor");
+//! assert_eq!(routes.mqtt_subscriptions(), ["banyan/#"]);
+//! # Ok::<(), mqtt_gateway::Error>(())
+//! ```
+//!
+//! Running it needs a bus and a broker:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use mqtt_gateway::{Config, Gateway};
+//!
+//! let mut bus = banyan_core::attach(None, banyan_core::ClientConfig::default()).await?;
+//! let gateway = Gateway::new(Config::default())?;
+//! gateway.subscribe(&bus.client).await?;
+//! // Any future ends it; `mqttgw` passes SIGINT/SIGTERM.
+//! let shutdown = tokio::time::sleep(std::time::Duration::from_secs(3600));
+//! let stats = gateway
+//!     .run(bus.client.clone(), &mut bus.messages, shutdown)
+//!     .await?;
+//! println!("{} messages sent to MQTT", stats.to_mqtt);
+//! bus.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod outbox;
+pub mod routes;
+pub mod tls;
+
+pub use codec::PayloadFormat;
+pub use config::{Config, Credentials, QoS};
+pub use error::{Error, Result};
+pub use gateway::{Gateway, Stats};
+pub use routes::Routes;
+pub use tls::TlsConfig;

@@ -1,0 +1,190 @@
+//! The gateway's settings, validated before anything connects.
+
+use std::fmt;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+pub use rumqttc::QoS;
+
+use crate::codec::{PayloadFormat, MAX_PACKET_SIZE};
+use crate::error::{Error, Result};
+use crate::routes::Routes;
+use crate::tls::{self, TlsConfig};
+
+/// A user name and password for the broker. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password (may be empty).
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// Everything the gateway needs to know; `Default` is python's `mgw`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The broker's host name or address (`-a`, "localhost").
+    pub broker_address: String,
+    /// The broker's port (`-d`, 1883).
+    pub broker_port: u16,
+    /// Bus topic prefixes forwarded to MQTT (`-g`, "to_mqtt").
+    pub bus_topics: Vec<String>,
+    /// Bus topic for what comes from MQTT (`-e`, "from_mqtt").
+    pub bus_publish_topic: String,
+    /// MQTT topic for what comes from the bus (`-i`, "from_banyan").
+    pub mqtt_publish_topic: String,
+    /// MQTT filters subscribed (`-j`, "mqtt_network").
+    pub mqtt_topics: Vec<String>,
+    /// Map bus `T` to MQTT `PREFIX/T` both ways instead of `-e`/`-i`.
+    pub prefix: Option<String>,
+    /// What MQTT payloads are.
+    pub format: PayloadFormat,
+    /// QoS of what the gateway publishes and subscribes to (0, as python).
+    pub qos: QoS,
+    /// Whether what the gateway publishes is retained by the broker.
+    pub retain: bool,
+    /// The MQTT client id (default `mqttgw-<process id>`).
+    pub client_id: String,
+    /// MQTT keepalive (60 s; zero turns it off).
+    pub keep_alive: Duration,
+    /// Broker credentials.
+    pub credentials: Option<Credentials>,
+    /// TLS, when the broker needs it.
+    pub tls: Option<TlsConfig>,
+    /// Bound of the outage queue: messages for MQTT held while the broker is
+    /// away (and while it is slower than the bus). When full the oldest is
+    /// dropped and counted.
+    pub queue_capacity: usize,
+    /// The first wait before reconnecting; it doubles on each failure.
+    pub reconnect_min: Duration,
+    /// The longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker_address: "localhost".into(),
+            broker_port: 1883,
+            bus_topics: vec!["to_mqtt".into()],
+            bus_publish_topic: "from_mqtt".into(),
+            mqtt_publish_topic: "from_banyan".into(),
+            mqtt_topics: vec!["mqtt_network".into()],
+            prefix: None,
+            format: PayloadFormat::Json,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            client_id: format!("mqttgw-{}", std::process::id()),
+            keep_alive: Duration::from_secs(60),
+            credentials: None,
+            tls: None,
+            queue_capacity: 1000,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// The validated topic mapping.
+    pub fn routes(&self) -> Result<Routes> {
+        Routes::new(
+            &self.bus_topics,
+            &self.bus_publish_topic,
+            &self.mqtt_publish_topic,
+            &self.mqtt_topics,
+            self.prefix.as_deref(),
+        )
+    }
+
+    /// The MQTT client settings (reads the CA file when TLS is on).
+    pub fn mqtt_options(&self) -> Result<MqttOptions> {
+        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+            return Err(Error::KeepAlive);
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::QueueBound);
+        }
+        let mut options = MqttOptions::new(
+            self.client_id.clone(),
+            self.broker_address.clone(),
+            self.broker_port,
+        );
+        options
+            .set_keep_alive(self.keep_alive)
+            // A new session each time: the gateway resubscribes and resends
+            // from its own outage queue, which survives any broker restart.
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+        if let Some(credentials) = &self.credentials {
+            options.set_credentials(credentials.username.clone(), credentials.password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            let config = tls::client_config(tls)?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Ok(options)
+    }
+
+    /// `address:port` of the broker, for messages.
+    pub fn broker(&self) -> String {
+        format!("{}:{}", self.broker_address, self.broker_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_pythons() {
+        let config = Config::default();
+        assert_eq!(config.broker(), "localhost:1883");
+        assert_eq!(config.bus_topics, vec!["to_mqtt"]);
+        assert_eq!(config.mqtt_topics, vec!["mqtt_network"]);
+        assert_eq!(config.qos, QoS::AtMostOnce);
+        let options = config.mqtt_options().expect("valid");
+        assert_eq!(options.keep_alive(), Duration::from_secs(60));
+        assert!(config.routes().is_ok());
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let config = Config {
+            credentials: Some(Credentials {
+                username: "user".into(),
+                password: "s3cret".into(),
+            }),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("user") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        let config = Config {
+            queue_capacity: 0,
+            ..Config::default()
+        };
+        assert!(matches!(config.mqtt_options(), Err(Error::QueueBound)));
+        let config = Config {
+            keep_alive: Duration::from_millis(500),
+            ..Config::default()
+        };
+        assert!(matches!(config.mqtt_options(), Err(Error::KeepAlive)));
+    }
+}
