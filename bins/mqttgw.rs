@@ -189,13 +189,10 @@ async fn main() -> ExitCode {
         bus.close().await;
         return common::fail(e);
     }
+    let shutdown = common::shutdown_signal();
     println!("{}", bus.banner(&args.name));
     let outcome = gateway
-        .run(
-            bus.client.clone(),
-            &mut bus.messages,
-            common::shutdown_signal(),
-        )
+        .run(bus.client.clone(), &mut bus.messages, shutdown)
         .await;
     bus.close().await;
     match outcome {
