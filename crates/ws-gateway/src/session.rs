@@ -35,7 +35,9 @@ enum Incoming {
     },
     /// Ping, pong: tungstenite answers pings itself.
     Ignore,
-    /// Close frame, end of stream or a broken connection.
+    /// The client's close frame: answer it.
+    Closed,
+    /// End of stream or a broken connection.
     End,
 }
 
@@ -47,7 +49,8 @@ fn classify(frame: Option<Result<WsMessage, WsError>>) -> Incoming {
             fatal: false,
         },
         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => Incoming::Ignore,
-        Some(Ok(WsMessage::Close(_))) | None => Incoming::End,
+        Some(Ok(WsMessage::Close(_))) => Incoming::Closed,
+        None => Incoming::End,
         // The rest of an oversized message is unread: the stream cannot go on.
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
             Incoming::Bad {
@@ -183,10 +186,11 @@ async fn hello(
                 }
             }
             Incoming::Ignore => {}
-            Incoming::End => {
-                goodbye(hub, ws, CloseCode::Normal, "").await;
+            Incoming::Closed => {
+                answer_close(hub, ws).await;
                 return None;
             }
+            Incoming::End => return None,
         }
     }
 }
@@ -230,10 +234,11 @@ async fn exchange(hub: &Hub, ws: &mut Ws, id: &str, outbox: &Outbox, stop: &watc
                     }
                 }
                 Incoming::Ignore => {}
-                Incoming::End => {
-                    goodbye(hub, ws, CloseCode::Normal, "").await;
+                Incoming::Closed => {
+                    answer_close(hub, ws).await;
                     return;
                 }
+                Incoming::End => return,
             },
         }
     }
@@ -254,6 +259,11 @@ async fn goodbye(hub: &Hub, ws: &mut Ws, code: CloseCode, reason: &str) {
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(hub.config.close_timeout, ws.close(Some(frame))).await;
+}
+
+/// Sends the close frame tungstenite queued in answer to the client's.
+async fn answer_close(hub: &Hub, ws: &mut Ws) {
+    let _ = tokio::time::timeout(hub.config.close_timeout, ws.flush()).await;
 }
 
 /// Completes once the gateway is stopping.
