@@ -11,7 +11,7 @@
 //! * [`Backplane`] ([`backplane`]): the forwarder, in-process or as the
 //!   `backplane` executable.
 //! * [`Client`] and [`Messages`] ([`client`]): a tokio component's connection.
-//! * [`attach`] ([`mod@attach`]): what every executable calls to get a bus,
+//! * [`attach()`] ([`mod@attach`]): what every executable calls to get a bus,
 //!   hosting a backplane when none runs.
 //! * [`json`]: the JSON <-> MessagePack rules the gateways share.
 //!
