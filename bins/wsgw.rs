@@ -40,7 +40,7 @@ struct Args {
     #[argh(option, short = 'w', default = "9000")]
     port: u16,
     /// a web origin allowed to connect besides pages from disk and localhost,
-    /// e.g. https://example.org; repeat or separate with commas; * allows
+    /// e.g. <https://example.org>; repeat or separate with commas; * allows
     /// every site (unsafe)
     #[argh(option, short = 'o')]
     allow_origin: Vec<String>,

@@ -94,7 +94,7 @@ where
 fn floor_seconds(f: f64) -> Option<i64> {
     let floor = f.floor();
     // i64's range as f64; NaN fails both comparisons.
-    (floor >= -9.2e18 && floor <= 9.2e18).then_some(floor as i64)
+    (-9.2e18..=9.2e18).contains(&floor).then_some(floor as i64)
 }
 
 /// The message a client gets about its bad input: `{"error": "..."}`.

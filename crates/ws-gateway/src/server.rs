@@ -117,7 +117,7 @@ impl Hub {
 /// Runs the gateway until `shutdown` completes or the bus closes.
 ///
 /// `listener` is bound already (tests bind port 0); `bus` and `messages` are
-/// the gateway's one bus connection, from [`banyan_core::attach`]. The
+/// the gateway's one bus connection, from [`banyan_core::attach()`]. The
 /// [`Config::held_topics`] are subscribed first. At shutdown every client
 /// gets a close frame (within [`Config::close_timeout`]).
 pub async fn run(

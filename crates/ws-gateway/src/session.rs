@@ -120,6 +120,8 @@ pub(crate) async fn serve(
 }
 
 /// The WebSocket upgrade, refusing other sites' pages with 403.
+// The callback's error type (an HTTP response) is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn handshake(hub: &Hub, stream: TcpStream) -> Option<Ws> {
     let check_origin = |request: &Request, response: Response| {
         let origin = request
