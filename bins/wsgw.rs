@@ -1,2 +1,109 @@
-//! `wsgw`.
-fn main() {}
+//! `wsgw`: the WebSocket gateway (python-banyan's `wsgw`).
+
+mod common;
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use banyan_core::ClientConfig;
+use ws_gateway::config::{DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// Connects web pages (such as the OneGPIO pages) to the Banyan bus over
+/// WebSocket: a page's first message {"id": "to_X"} names the topic it
+/// publishes on; it receives what is published on from_X.
+#[derive(FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
+struct Args {
+    /// backplane address (default None: this machine, hosting a backplane if
+    /// none runs)
+    #[argh(option, short = 'b')]
+    backplane: Option<String>,
+    /// topics kept subscribed for the gateway's life, besides the reply
+    /// topics subscribed while pages use them; python's `-m a b`, repeated
+    /// flags and comma lists all work (default: none)
+    #[argh(option, short = 'm')]
+    subscription_list: Vec<String>,
+    /// name shown in the banner (default WebSocket Gateway)
+    #[argh(option, short = 'n', default = "String::from(\"WebSocket Gateway\")")]
+    name: String,
+    /// publisher port (default 43124)
+    #[argh(option, short = 'p', default = "43124")]
+    publisher_port: u16,
+    /// subscriber port (default 43125)
+    #[argh(option, short = 's', default = "43125")]
+    subscriber_port: u16,
+    /// address the WebSocket server listens on (default 127.0.0.1: this
+    /// machine only)
+    #[argh(option, short = 'a', default = "String::from(\"127.0.0.1\")")]
+    address: String,
+    /// port of the WebSocket server, 0 for any free port (default 9000)
+    #[argh(option, short = 'w', default = "9000")]
+    port: u16,
+    /// a web origin allowed to connect besides pages from disk and localhost,
+    /// e.g. <https://example.org>; repeat or separate with commas; * allows
+    /// every site (unsafe)
+    #[argh(option, short = 'o')]
+    allow_origin: Vec<String>,
+    /// largest message accepted from a page, in bytes (default 65536)
+    #[argh(option, default = "DEFAULT_MAX_MESSAGE_SIZE")]
+    max_message_size: usize,
+    /// messages queued for a page that does not read before its oldest are
+    /// dropped (default 256)
+    #[argh(option, default = "DEFAULT_CLIENT_QUEUE")]
+    queue: usize,
+    /// pages connected at once (default 256)
+    #[argh(option, default = "DEFAULT_MAX_CLIENTS")]
+    max_clients: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Args = common::parse(&["-m"]);
+    common::init_logging();
+    let config = ws_gateway::Config {
+        allowed_origins: common::split_list(&args.allow_origin),
+        max_message_size: args.max_message_size.max(1),
+        client_queue: args.queue.max(1),
+        max_clients: args.max_clients.max(1),
+        held_topics: common::split_list(&args.subscription_list),
+        ..ws_gateway::Config::default()
+    };
+    let listener = match tokio::net::TcpListener::bind((args.address.as_str(), args.port)).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            return common::fail(format!(
+                "cannot listen on {}:{}: {e}",
+                args.address, args.port
+            ))
+        }
+    };
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(e) => return common::fail(format!("cannot read the listening address: {e}")),
+    };
+    let bus_config = ClientConfig {
+        publisher_port: args.publisher_port,
+        subscriber_port: args.subscriber_port,
+        ..ClientConfig::default()
+    };
+    let mut bus =
+        match banyan_core::attach(common::backplane_address(&args.backplane), bus_config).await {
+            Ok(bus) => bus,
+            Err(e) => return common::fail(e),
+        };
+    println!("{}", bus.banner(&args.name));
+    println!("WebSocket server on ws://{local}");
+    let ran = ws_gateway::run(
+        listener,
+        bus.client.clone(),
+        &mut bus.messages,
+        config,
+        common::shutdown_signal(),
+    )
+    .await;
+    bus.close().await;
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => common::fail(e),
+    }
+}

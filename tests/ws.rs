@@ -1,1 +1,675 @@
-//! The ws gateway end to end.
+//! The WebSocket gateway end to end: the real `backplane` and `wsgw`
+//! executables, a real WebSocket client, python-banyan peers and headless
+//! Chromium.
+
+mod cdp;
+
+use std::process::Command;
+use std::time::Duration;
+
+use banyan_core::rmpv::Value;
+use banyan_core::{Client, Messages};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value as Json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::util::*;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// 1700000000.5 in UTC, as the gateway (run with TZ=UTC) shows it.
+const TIMESTAMP: f64 = 1_700_000_000.5;
+const TIMESTAMP_TEXT: &str = "2023-11-14 22:13:20";
+
+/// A running `wsgw` on a free port, attached to `bp`, showing times in UTC.
+struct Gateway {
+    proc: Proc,
+    port: u16,
+}
+
+impl Gateway {
+    async fn start(bp: &BackplaneProc, extra: &[&str]) -> Gateway {
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            "wsgw",
+            Command::new(exe("wsgw"))
+                .args(bp.flags())
+                .args(["-w", &port.to_string()])
+                .args(extra)
+                .env("TZ", "UTC"),
+        );
+        proc.wait_for_text("WebSocket server on ws://").await;
+        Gateway { proc, port }
+    }
+
+    /// A WebSocket client with this `Origin` header (none when `None`).
+    async fn connect_from(&self, origin: Option<&str>) -> Result<Ws, WsError> {
+        let tcp = within(
+            "a TCP connection to wsgw",
+            TcpStream::connect(("127.0.0.1", self.port)),
+        )
+        .await
+        .expect("wsgw accepts TCP");
+        let mut request = format!("ws://127.0.0.1:{}/", self.port)
+            .into_client_request()
+            .expect("a request");
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().expect("a header value"));
+        }
+        within(
+            "the WebSocket handshake",
+            tokio_tungstenite::client_async(request, tcp),
+        )
+        .await
+        .map(|(ws, _)| ws)
+    }
+
+    async fn connect(&self) -> Ws {
+        self.connect_from(None).await.expect("handshake accepted")
+    }
+
+    /// A client that has sent its id and been taken in: a marker command sent
+    /// after the id has reached the bus (`inbox` subscribes to `id`).
+    async fn join(&self, id: &str, inbox: &mut Messages) -> Ws {
+        let mut ws = self.connect().await;
+        send(&mut ws, &json!({"id": id}).to_string()).await;
+        send(&mut ws, r#"{"marker": "joined"}"#).await;
+        let marker = recv(inbox, "the joined marker on the bus").await;
+        assert_eq!(marker.topic(), id);
+        assert_eq!(to_json(&marker), json!({"marker": "joined"}));
+        ws
+    }
+}
+
+async fn bus(bp: &BackplaneProc, topics: &[&str]) -> (Client, Messages) {
+    let (client, messages) = bp.connect().await;
+    for topic in topics {
+        within("a test subscription", client.subscribe(topic))
+            .await
+            .expect("subscribed");
+    }
+    (client, messages)
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    within("sending to wsgw", ws.send(WsMessage::text(text)))
+        .await
+        .expect("sent");
+}
+
+/// The next text message; panics on a close or the deadline.
+async fn next_text(ws: &mut Ws, what: &str) -> String {
+    within(what, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => return text.as_str().to_owned(),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    panic!("closed ({frame:?}) while waiting for {what}")
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("connection failed ({e}) while waiting for {what}"),
+                None => panic!("connection ended while waiting for {what}"),
+            }
+        }
+    })
+    .await
+}
+
+async fn next_json(ws: &mut Ws, what: &str) -> Json {
+    let text = next_text(ws, what).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {text}"))
+}
+
+/// The close frame's code, after any text messages before it.
+async fn next_close(ws: &mut Ws, what: &str) -> Option<CloseCode> {
+    within(what, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame while waiting for {what}: {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+fn to_json(message: &banyan_core::Message) -> Json {
+    let value = message.value().expect("a MessagePack payload");
+    serde_json::from_str(&banyan_core::json::to_json(&value).expect("JSON form")).expect("JSON")
+}
+
+fn value(json: Json) -> Value {
+    banyan_core::json::from_json(&json.to_string()).expect("a value")
+}
+
+async fn publish(client: &Client, topic: &str, json: Json) {
+    client
+        .publish(topic, &value(json))
+        .await
+        .expect("published");
+}
+
+async fn error_message(ws: &mut Ws, what: &str) -> String {
+    let answer = next_json(ws, what).await;
+    answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: not an error message: {answer}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_handshake_and_both_directions() {
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &[]).await;
+    let (device, mut commands) = bus(&bp, &["to_motor"]).await;
+    let mut page = gw.join("to_motor", &mut commands).await;
+
+    // Page -> bus: MessagePack on the id topic.
+    send(
+        &mut page,
+        r#"{"command": "digital_write", "pin": 4, "value": 1}"#,
+    )
+    .await;
+    let command = recv(&mut commands, "the command on the bus").await;
+    assert_eq!(command.topic(), "to_motor");
+    assert_eq!(
+        command.value().expect("msgpack"),
+        value(json!({"command": "digital_write", "pin": 4, "value": 1}))
+    );
+    // Any JSON value is published, not only objects.
+    send(&mut page, "[1, 2.5, null]").await;
+    let array = recv(&mut commands, "the array on the bus").await;
+    assert_eq!(to_json(&array), json!([1, 2.5, null]));
+
+    // Bus -> page: only the leading "to" of the id is replaced.
+    device
+        .wait_for_subscriber("from_motor")
+        .await
+        .expect("wsgw subscribes the reply topic");
+    publish(
+        &device,
+        "from_motor",
+        json!({"report": "digital_input", "pin": 2, "value": 1, "timestamp": TIMESTAMP}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut page, "the report").await,
+        json!({"report": "digital_input", "pin": 2, "value": 1, "timestamp": TIMESTAMP_TEXT})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_id_clients_share_and_the_topic_is_released_by_the_last() {
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &[]).await;
+    let (device, mut commands) = bus(&bp, &["to_x"]).await;
+    let mut first = gw.join("to_x", &mut commands).await;
+    let mut second = gw.join("to_x", &mut commands).await;
+    device
+        .wait_for_subscriber("from_x")
+        .await
+        .expect("subscribed");
+
+    publish(&device, "from_x", json!({"n": 1})).await;
+    assert_eq!(
+        next_json(&mut first, "n=1 at the first").await,
+        json!({"n": 1})
+    );
+    assert_eq!(
+        next_json(&mut second, "n=1 at the second").await,
+        json!({"n": 1})
+    );
+
+    // The first leaves: the topic stays subscribed for the second.
+    first.close(None).await.expect("close sent");
+    let _ = next_close(&mut first, "the close answer").await;
+    publish(&device, "from_x", json!({"n": 2})).await;
+    assert_eq!(
+        next_json(&mut second, "n=2 at the second").await,
+        json!({"n": 2})
+    );
+
+    // A client joining again gets each message once (no leftover of the first).
+    let mut again = gw.join("to_x", &mut commands).await;
+    publish(&device, "from_x", json!({"n": 3})).await;
+    publish(&device, "from_x", json!({"n": 4})).await;
+    assert_eq!(
+        next_json(&mut again, "n=3 at the rejoined").await,
+        json!({"n": 3})
+    );
+    assert_eq!(
+        next_json(&mut again, "n=4 at the rejoined").await,
+        json!({"n": 4})
+    );
+    assert_eq!(
+        next_json(&mut second, "n=3 at the second").await,
+        json!({"n": 3})
+    );
+    assert_eq!(
+        next_json(&mut second, "n=4 at the second").await,
+        json!({"n": 4})
+    );
+
+    // The last two leave (one closing, one just dropping its connection):
+    // the gateway lets go of the topic on the bus.
+    again.close(None).await.expect("close sent");
+    drop(second);
+    within(
+        "wsgw to unsubscribe from_x",
+        device.wait_for_no_subscriber("from_x"),
+    )
+    .await
+    .expect("no subscriber left");
+    assert!(
+        gw.proc.output().contains("client left"),
+        "{}",
+        gw.proc.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn different_ids_receive_only_their_own_topic() {
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &[]).await;
+    let (device, mut commands) = bus(&bp, &["to_a", "to_b"]).await;
+    let mut a = gw.join("to_a", &mut commands).await;
+    let mut b = gw.join("to_b", &mut commands).await;
+    device.wait_for_subscriber("from_a").await.expect("from_a");
+    device.wait_for_subscriber("from_b").await.expect("from_b");
+
+    publish(&device, "from_b", json!({"for": "b"})).await;
+    publish(&device, "from_a_extra", json!({"for": "nobody"})).await;
+    publish(&device, "from_a", json!({"for": "a"})).await;
+    assert_eq!(next_json(&mut a, "a's message").await, json!({"for": "a"}));
+    assert_eq!(next_json(&mut b, "b's message").await, json!({"for": "b"}));
+
+    send(&mut b, r#"{"from": "b"}"#).await;
+    let command = recv(&mut commands, "b's command").await;
+    assert_eq!(command.topic(), "to_b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_answered_and_harms_no_one() {
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &["--max-message-size", "1024"]).await;
+    let (device, mut commands) = bus(&bp, &["to_good", "to_bad"]).await;
+    let mut good = gw.join("to_good", &mut commands).await;
+
+    let mut bad = gw.connect().await;
+    send(&mut bad, "hello").await;
+    assert!(error_message(&mut bad, "non-JSON id")
+        .await
+        .contains("not valid JSON"));
+    send(&mut bad, r#"["to_bad"]"#).await;
+    assert!(error_message(&mut bad, "non-object id")
+        .await
+        .contains("JSON object"));
+    send(&mut bad, r#"{"id": 5}"#).await;
+    assert!(error_message(&mut bad, "numeric id")
+        .await
+        .contains("string \"id\""));
+    send(&mut bad, r#"{"name": "to_bad"}"#).await;
+    assert!(error_message(&mut bad, "no id")
+        .await
+        .contains("string \"id\""));
+    within("a binary frame", bad.send(WsMessage::binary(vec![1, 2, 3])))
+        .await
+        .expect("sent");
+    assert!(error_message(&mut bad, "binary before id")
+        .await
+        .contains("binary"));
+
+    // The connection stays usable: a correct id now works.
+    send(&mut bad, r#"{"id": "to_bad"}"#).await;
+    send(&mut bad, "{oops").await;
+    assert!(error_message(&mut bad, "non-JSON command")
+        .await
+        .contains("not valid JSON"));
+    send(&mut bad, r#"{"data": {"$bin": "***"}}"#).await;
+    assert!(error_message(&mut bad, "bad $bin").await.contains("$bin"));
+    within("a binary frame", bad.send(WsMessage::binary(vec![4, 5])))
+        .await
+        .expect("sent");
+    assert!(error_message(&mut bad, "binary command")
+        .await
+        .contains("binary"));
+    send(&mut bad, r#"{"still": "here"}"#).await;
+    let command = recv(&mut commands, "the bad client's good command").await;
+    assert_eq!(
+        (command.topic(), to_json(&command)),
+        ("to_bad", json!({"still": "here"}))
+    );
+
+    // Over the limit: told, then closed with 1009 (message too big).
+    send(&mut bad, &format!("{{\"pad\": \"{}\"}}", "x".repeat(2000))).await;
+    assert!(error_message(&mut bad, "oversized message")
+        .await
+        .contains("too large"));
+    assert_eq!(
+        next_close(&mut bad, "the close after oversize").await,
+        Some(CloseCode::Size)
+    );
+
+    // Everyone else is fine.
+    send(&mut good, r#"{"command": "ok"}"#).await;
+    let command = recv(&mut commands, "the good client's command").await;
+    assert_eq!(
+        (command.topic(), to_json(&command)),
+        ("to_good", json!({"command": "ok"}))
+    );
+    device
+        .wait_for_subscriber("from_good")
+        .await
+        .expect("from_good");
+    publish(&device, "from_good", json!({"report": "fine"})).await;
+    assert_eq!(
+        next_json(&mut good, "the good report").await,
+        json!({"report": "fine"})
+    );
+    gw.proc.wait_for_text("bad input").await;
+    gw.proc.wait_for_text("too large").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bus_payloads_follow_the_json_rules_and_bad_ones_are_skipped() {
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &[]).await;
+    let (device, mut commands) = bus(&bp, &["to_odd"]).await;
+    let mut page = gw.join("to_odd", &mut commands).await;
+    device
+        .wait_for_subscriber("from_odd")
+        .await
+        .expect("from_odd");
+
+    // Not MessagePack at all; a NaN, which JSON lacks: skipped, logged.
+    device
+        .publish_raw("from_odd", vec![0xc1])
+        .await
+        .expect("published");
+    device
+        .publish(
+            "from_odd",
+            &Value::Map(vec![(Value::from("x"), Value::F64(f64::NAN))]),
+        )
+        .await
+        .expect("published");
+    // bin, a non-string key and a non-map payload: converted by the rules.
+    device
+        .publish(
+            "from_odd",
+            &Value::Map(vec![
+                (Value::from("data"), Value::Binary(vec![1, 2, 3])),
+                (Value::from(7), Value::from("seven")),
+            ]),
+        )
+        .await
+        .expect("published");
+    device
+        .publish("from_odd", &Value::from("plain"))
+        .await
+        .expect("published");
+    publish(&device, "from_odd", json!({"after": "bad ones"})).await;
+
+    assert_eq!(
+        next_json(&mut page, "the bin payload").await,
+        json!({"data": {"$bin": "AQID"}, "7": "seven"})
+    );
+    assert_eq!(
+        next_json(&mut page, "the str payload").await,
+        json!("plain")
+    );
+    assert_eq!(
+        next_json(&mut page, "the next payload").await,
+        json!({"after": "bad ones"})
+    );
+    gw.proc.wait_for_text("no JSON form").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_client_delays_no_one() {
+    const BATCHES: usize = 30;
+    const BATCH: usize = 100;
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &["--queue", "64"]).await;
+    let (device, mut commands) = bus(&bp, &["to_feed"]).await;
+    // Same reply topic for both: the stalled one is never read from.
+    let _stalled = gw.join("to_feed", &mut commands).await;
+    let mut reader = gw.join("to_feed", &mut commands).await;
+    device
+        .wait_for_subscriber("from_feed")
+        .await
+        .expect("from_feed");
+
+    // 30 x 100 messages of 8 KiB (24 MB, more than the stalled client's
+    // socket buffers hold). Batches keep the reader's own queue from
+    // overflowing on a busy machine; the stalled client never catches up.
+    let pad = "x".repeat(8 * 1024);
+    let mut next = 0u64;
+    for _ in 0..BATCHES {
+        for _ in 0..BATCH {
+            next += 1;
+            publish(&device, "from_feed", json!({"seq": next, "pad": pad})).await;
+        }
+        for expected in next - BATCH as u64 + 1..=next {
+            let got = next_json(&mut reader, "the reader's next message").await;
+            assert_eq!(got["seq"], json!(expected), "messages in order, none lost");
+        }
+    }
+    gw.proc
+        .wait_for_text("client is not reading: dropping its oldest messages")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_sites_are_refused() {
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &["-o", "https://pages.example:8443"]).await;
+    match gw.connect_from(Some("http://evil.example")).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected HTTP 403 for a foreign origin, got {other:?}"),
+    }
+    for origin in [
+        "null",
+        "http://localhost:8000",
+        "http://127.0.0.1",
+        "https://pages.example:8443",
+    ] {
+        gw.connect_from(Some(origin))
+            .await
+            .unwrap_or_else(|e| panic!("origin {origin} refused: {e}"));
+    }
+    assert!(
+        gw.proc.output().contains("origin not allowed"),
+        "{}",
+        gw.proc.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_style_subscription_lists_are_held() {
+    let bp = BackplaneProc::start().await;
+    let _gw = Gateway::start(
+        &bp,
+        &["-m", "from_p1", "from_p2,from_p3", "-m", "from_p4, from_p5"],
+    )
+    .await;
+    let (watcher, _) = bus(&bp, &[]).await;
+    for topic in ["from_p1", "from_p2", "from_p3", "from_p4", "from_p5"] {
+        within(
+            &format!("wsgw to subscribe {topic}"),
+            watcher.wait_for_subscriber(topic),
+        )
+        .await
+        .expect("subscribed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_sends_close_frames() {
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &[]).await;
+    let (_device, mut commands) = bus(&bp, &["to_bye"]).await;
+    let mut page = gw.join("to_bye", &mut commands).await;
+    let mut waiting = gw.connect().await; // no id yet
+    assert_eq!(gw.proc.stop(false).await, Some(0), "{}", gw.proc.output());
+    assert_eq!(
+        next_close(&mut page, "the close at shutdown").await,
+        Some(CloseCode::Away)
+    );
+    assert_eq!(
+        next_close(&mut waiting, "the close at shutdown").await,
+        Some(CloseCode::Away)
+    );
+}
+
+/// Reads the MessagePack hex of a banyan_peer.py line.
+fn from_hex(hex: &str) -> Value {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    banyan_core::envelope::decode(&bytes).expect("msgpack")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_component_on_the_other_side() {
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &[]).await;
+    let mut echo = Proc::spawn(
+        "banyan_peer echo",
+        Command::new(python())
+            .arg(root().join("tests/python/banyan_peer.py"))
+            .arg("echo")
+            .args(bp.flags())
+            .args(["--topic", "to_py", "--reply", "from_py"]),
+    );
+    echo.wait_for_text("READY").await;
+    let (watcher, _) = bus(&bp, &[]).await;
+    let mut page = gw.connect().await;
+    send(&mut page, r#"{"id": "to_py"}"#).await;
+    within(
+        "wsgw to subscribe from_py",
+        watcher.wait_for_subscriber("from_py"),
+    )
+    .await
+    .expect("subscribed");
+
+    let command = json!({"command": "digital_write", "pin": 4, "value": 1, "timestamp": TIMESTAMP});
+    send(&mut page, &command.to_string()).await;
+    let line = echo.wait_for_text("to_py\t").await;
+    let hex = line.split('\t').nth(1).expect("a hex field");
+    assert_eq!(from_hex(hex), value(command), "what python received");
+    assert_eq!(
+        next_json(&mut page, "python's echo").await,
+        json!({"command": "digital_write", "pin": 4, "value": 1, "timestamp": TIMESTAMP_TEXT})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_onegpio_page_in_chromium() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    let chromium = if chromium.exists() {
+        chromium.to_path_buf()
+    } else {
+        which("chromium").expect(
+            "chromium is not installed: run scripts/test, which installs Debian's chromium package",
+        )
+    };
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &[]).await;
+    let (device, mut commands) = bus(&bp, &["to_arduino_gateway"]).await;
+
+    let profile = std::env::temp_dir().join(format!(
+        "banyan-ws-chromium-{}-{}",
+        std::process::id(),
+        gw.port
+    ));
+    let _ = std::fs::remove_dir_all(&profile);
+    let mut browser = Proc::spawn(
+        "chromium",
+        Command::new(chromium).args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-quic",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.display()),
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ]),
+    );
+    let line = browser.wait_for_text("DevTools listening on ").await;
+    let url = line.rsplit(' ').next().expect("a DevTools URL").to_owned();
+    let mut cdp = cdp::Cdp::connect(&url).await;
+    let page = root().join("tests/pages/onegpio.html");
+    let session = cdp
+        .open(&format!("file://{}?port={}", page.display(), gw.port))
+        .await;
+
+    // The page's command reaches the bus...
+    let command = recv(&mut commands, "the page's command").await;
+    assert_eq!(command.topic(), "to_arduino_gateway");
+    assert_eq!(
+        to_json(&command),
+        json!({"command": "digital_write", "pin": 4, "value": 1})
+    );
+
+    // ...and a device's report reaches the page's DOM.
+    device
+        .wait_for_subscriber("from_arduino_gateway")
+        .await
+        .expect("subscribed");
+    publish(
+        &device,
+        "from_arduino_gateway",
+        json!({"report": "digital_input", "pin": 2, "value": 1, "timestamp": TIMESTAMP}),
+    )
+    .await;
+    let expected = format!("digital_input 2 1 {TIMESTAMP_TEXT}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut shown;
+    loop {
+        // The DOM offers no event to an outside reader: poll it, bounded.
+        shown = cdp
+            .evaluate(
+                &session,
+                "JSON.stringify({status: document.getElementById('status').textContent, \
+                 report: document.getElementById('report').textContent, \
+                 errors: document.getElementById('errors').textContent})",
+            )
+            .await;
+        let state: Json =
+            serde_json::from_str(shown.as_str().unwrap_or("{}")).unwrap_or(Json::Null);
+        if state["report"] == json!(expected) {
+            assert_eq!(state["status"], json!("open"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page did not show {expected:?} within {DEADLINE:?}; its state: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cdp.close_browser().await;
+    browser.wait().await;
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.exists())
+    })
+}

@@ -1,1 +1,91 @@
-//! The Banyan ws-gateway (in progress).
+//! The Banyan WebSocket gateway: web pages on one side, the Banyan bus on the
+//! other.
+//!
+//! A page (such as the OneGPIO demo pages) connects, sends
+//! `{"id": "to_arduino_gateway"}`, and from then on every JSON message it
+//! sends is published on the bus topic `to_arduino_gateway` as MessagePack,
+//! and every bus message on `from_arduino_gateway` reaches it as JSON (a
+//! numeric `timestamp` shown as local time). The gateway uses one bus
+//! connection for all its clients; a reply topic is subscribed while it has
+//! clients. It refuses pages of other web sites ([`origin`]), answers bad
+//! input with `{"error": "..."}`, and a client that does not read loses its
+//! own oldest messages without slowing anyone else ([`outbox`]).
+//! `docs/ws-gateway.md` describes the protocol, flags and limits.
+//!
+//! # Example
+//!
+//! ```
+//! use banyan_core::rmpv::Value;
+//! use banyan_core::{Backplane, BackplaneConfig, Client, ClientConfig};
+//! use futures_util::{SinkExt, StreamExt};
+//! use tokio_tungstenite::tungstenite::Message as WsMessage;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A bus (backplane on free ports) and the gateway on a free port.
+//! let backplane = Backplane::bind(&BackplaneConfig {
+//!     bind_address: "127.0.0.1".into(),
+//!     publisher_port: 0,
+//!     subscriber_port: 0,
+//!     ..BackplaneConfig::default()
+//! })?;
+//! let bus_config = ClientConfig {
+//!     publisher_port: backplane.publisher_port(),
+//!     subscriber_port: backplane.subscriber_port(),
+//!     ..ClientConfig::default()
+//! };
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let address = listener.local_addr()?;
+//! let (gateway_bus, mut gateway_messages) = Client::connect(&bus_config).await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let gateway = tokio::spawn(async move {
+//!     let config = ws_gateway::Config::default();
+//!     let shutdown = async { let _ = stopped.await; };
+//!     ws_gateway::run(listener, gateway_bus, &mut gateway_messages, config, shutdown).await
+//! });
+//!
+//! // A device component on the bus.
+//! let (device, mut commands) = Client::connect(&bus_config).await?;
+//! device.subscribe("to_demo").await?;
+//!
+//! // A page: its id, then a command.
+//! let tcp = tokio::net::TcpStream::connect(address).await?;
+//! let (mut page, _) = tokio_tungstenite::client_async(format!("ws://{address}"), tcp).await?;
+//! page.send(WsMessage::text(r#"{"id": "to_demo"}"#)).await?;
+//! page.send(WsMessage::text(r#"{"command": "digital_write", "pin": 4, "value": 1}"#)).await?;
+//!
+//! let command = commands.recv().await.expect("the command");
+//! assert_eq!(command.topic(), "to_demo");
+//! assert_eq!(banyan_core::json::to_json(&command.value()?)?,
+//!            r#"{"command": "digital_write", "pin": 4, "value": 1}"#);
+//!
+//! // The device reports; the page gets JSON.
+//! device.wait_for_subscriber("from_demo").await?;
+//! let report = banyan_core::json::from_json(r#"{"report": "digital_input", "pin": 2, "value": 1}"#)?;
+//! device.publish("from_demo", &report).await?;
+//! let text = loop {
+//!     if let Some(WsMessage::Text(text)) = page.next().await.transpose()? {
+//!         break text;
+//!     }
+//! };
+//! assert_eq!(text.as_str(), r#"{"report": "digital_input", "pin": 2, "value": 1}"#);
+//!
+//! let _ = stop.send(());
+//! gateway.await??;
+//! # let _ = Value::Nil;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod origin;
+pub mod outbox;
+pub mod protocol;
+pub mod routes;
+mod server;
+mod session;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::run;

@@ -1,0 +1,54 @@
+//! What the gateway can be told: limits, origins, held topics.
+
+use std::time::Duration;
+
+/// The gateway's settings. `Config::default()` is what `wsgw` uses without
+/// flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Origins accepted besides the default ones (none, `null`, and
+    /// `http(s)://localhost`, `127.0.0.1` or `[::1]` on any port), exactly as
+    /// a browser sends them, e.g. `https://example.org:8443`. `*` accepts any
+    /// origin, which lets every web site the user visits drive the bus.
+    pub allowed_origins: Vec<String>,
+    /// Largest WebSocket message (and frame) accepted from a client, in
+    /// bytes. Larger ones close the connection: memory per client stays
+    /// bounded.
+    pub max_message_size: usize,
+    /// Messages waiting to be written to one client. When a client does not
+    /// read and its queue is full, its oldest message is dropped (and
+    /// counted): a slow client never delays the others.
+    pub client_queue: usize,
+    /// Clients connected at once; connections beyond it are closed at once.
+    pub max_clients: usize,
+    /// Time a new connection has for its WebSocket upgrade and its id
+    /// message.
+    pub handshake_timeout: Duration,
+    /// Time a client has at shutdown to take its close frame.
+    pub close_timeout: Duration,
+    /// Topics subscribed for the gateway's whole life (`-m`), on top of the
+    /// reply topics subscribed while clients use them.
+    pub held_topics: Vec<String>,
+}
+
+/// Default of [`Config::max_message_size`]: 64 KiB, far above any OneGPIO
+/// command.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Default of [`Config::client_queue`].
+pub const DEFAULT_CLIENT_QUEUE: usize = 256;
+/// Default of [`Config::max_clients`].
+pub const DEFAULT_MAX_CLIENTS: usize = 256;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            allowed_origins: Vec::new(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            client_queue: DEFAULT_CLIENT_QUEUE,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(1),
+            held_topics: Vec::new(),
+        }
+    }
+}

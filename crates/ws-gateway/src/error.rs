@@ -1,0 +1,69 @@
+//! The one error type of `ws-gateway`.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the gateway.
+///
+/// The variants about a client's input ([`Error::NotJson`] to
+/// [`Error::TooLarge`]) are also what the client is told, as
+/// `{"error": "<this text>"}`; the others end a session or the gateway and are
+/// logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A text message that is not JSON (or not JSON the bus can carry, such as
+    /// a malformed `{"$bin": ...}` object).
+    #[error("message is not valid JSON: {0}")]
+    NotJson(#[source] banyan_core::Error),
+
+    /// The first message is JSON but not an object.
+    #[error("the first message must be a JSON object like {{\"id\": \"to_arduino_gateway\"}}")]
+    HelloNotObject,
+
+    /// The first message is an object without a string `id`.
+    #[error(
+        "the first message must have a string \"id\", like {{\"id\": \"to_arduino_gateway\"}}"
+    )]
+    HelloWithoutId,
+
+    /// The first message's `id` is the empty string, which would subscribe
+    /// the gateway to the whole bus.
+    #[error("the \"id\" must not be empty")]
+    EmptyId,
+
+    /// A binary WebSocket frame: the protocol is JSON text.
+    #[error("binary frames are not accepted: send JSON text")]
+    BinaryFrame,
+
+    /// A message over the size limit.
+    #[error("message too large: {size} bytes, the limit is {limit}")]
+    TooLarge {
+        /// The size the client announced or sent.
+        size: usize,
+        /// The gateway's limit (`--max-message-size`).
+        limit: usize,
+    },
+
+    /// No WebSocket upgrade and id message within the handshake timeout.
+    #[error("no WebSocket handshake and id message within {0:?}")]
+    HandshakeTimeout(Duration),
+
+    /// The WebSocket connection failed (handshake refused or broken, I/O).
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+
+    /// The bus connection failed.
+    #[error("bus: {0}")]
+    Bus(#[from] banyan_core::Error),
+
+    /// The bus stream ended: the bus client was closed under the gateway.
+    #[error("the bus connection closed")]
+    BusClosed,
+
+    /// The listening socket failed.
+    #[error("listener: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
