@@ -91,6 +91,7 @@ async fn main() -> ExitCode {
             Ok(bus) => bus,
             Err(e) => return common::fail(e),
         };
+    let shutdown = common::shutdown_signal();
     println!("{}", bus.banner(&args.name));
     println!("WebSocket server on ws://{local}");
     let ran = ws_gateway::run(
@@ -98,7 +99,7 @@ async fn main() -> ExitCode {
         bus.client.clone(),
         &mut bus.messages,
         config,
-        common::shutdown_signal(),
+        shutdown,
     )
     .await;
     bus.close().await;
