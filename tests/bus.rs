@@ -666,3 +666,32 @@ fn message_helpers_agree_with_the_wire() {
     assert_eq!(hex(m.payload()), "01");
     assert_eq!(unhex("c0"), vec![0xc0]);
 }
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th of them.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// An idle component sleeps: its I/O thread waits in zmq_poll, it does not
+/// spin.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_components_use_no_cpu() {
+    let bp = BackplaneProc::start().await;
+    let mut monitor = Proc::spawn("monitor", Command::new(exe("monitor")).args(bp.flags()));
+    monitor.wait_for_text("*****").await;
+    monitor.wait_for_text("*****").await;
+    let before = cpu_ticks(monitor.pid());
+    // Measuring idleness takes time passing; nothing is awaited here.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let used = cpu_ticks(monitor.pid()) - before;
+    // A spinning thread would use about 100 ticks (a whole second).
+    assert!(
+        used < 20,
+        "the idle monitor used {used} clock ticks in one second"
+    );
+}

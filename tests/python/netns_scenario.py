@@ -46,6 +46,7 @@ error (bad arguments, not in a namespace, a child that cannot start or exits ear
 """
 
 import argparse
+import ctypes
 import os
 import queue
 import shlex
@@ -82,6 +83,13 @@ def say(message):
         sys.stderr.flush()
 
 
+def die_with_parent():
+    """In a new child: be sent SIGTERM when this script ends, however it ends
+    (even by SIGKILL, when it cannot stop its children itself)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Child:
     """A child process whose output lines are relayed and queued."""
 
@@ -93,7 +101,8 @@ class Child:
         self.out_lines = []
         try:
             self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, env=env)
+                                         stderr=subprocess.PIPE, env=env,
+                                         preexec_fn=die_with_parent)
         except OSError as error:
             raise ScenarioError("cannot start %s (%s): %s"
                                 % (name, shlex.join(argv), error))

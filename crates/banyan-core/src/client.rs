@@ -250,10 +250,17 @@ impl Client {
     }
 
     async fn command(&self, command: Command) -> Result<()> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| Error::Closed)?;
+        // The queue usually has room: skip the waiting machinery then.
+        match self.commands.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                self.commands
+                    .send(command)
+                    .await
+                    .map_err(|_| Error::Closed)?;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+        }
         self.shared.wake.notify();
         Ok(())
     }

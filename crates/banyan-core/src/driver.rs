@@ -48,6 +48,8 @@ pub(crate) enum Command {
 
 /// Commands or messages handled per turn before the other side gets one.
 const BATCH: usize = 1024;
+/// Commands handled between looks at the sockets while commands stream in.
+const LOOK_EVERY: usize = 256;
 /// Retry interval while the backplane's queue for us is full.
 const BACKOFF: Duration = Duration::from_millis(1);
 /// After the empty subscription of a forwarding backplane has been seen, how
@@ -209,18 +211,25 @@ struct Driver {
 impl Driver {
     /// Runs until closed; returns the close request to answer, if any.
     fn run(&mut self) -> Option<oneshot::Sender<()>> {
+        let mut since_look = 0;
         loop {
-            let mut busy = false;
-            match self.handle_commands() {
-                Ok(Flow::Continue(progress)) => busy |= progress,
+            let handled = match self.handle_commands() {
+                Ok(Flow::Continue(handled)) => handled,
                 Ok(Flow::Close(done)) => return done,
                 Err(e) => {
                     tracing::error!("bus client stopped: {e}");
                     return None;
                 }
+            };
+            let mut busy = handled > 0;
+            // A look at a socket that finds nothing costs ZeroMQ a system
+            // call; while commands stream in, look only every so often.
+            since_look += handled;
+            if handled == 0 || since_look >= LOOK_EVERY {
+                since_look = 0;
+                busy |= self.receive_messages();
+                busy |= self.receive_subscriptions();
             }
-            busy |= self.receive_messages();
-            busy |= self.receive_subscriptions();
             let now = Instant::now();
             self.expire(now);
             self.resend_probes(now);
@@ -233,19 +242,21 @@ impl Driver {
     fn handle_commands(&mut self) -> Result<Flow> {
         if let Some(message) = self.held_out.take() {
             if !self.try_publish(message)? {
-                return Ok(Flow::Continue(false));
+                return Ok(Flow::Continue(0));
             }
         }
-        for _ in 0..BATCH {
+        let mut handled = 0;
+        while handled < BATCH {
             let command = match self.commands.try_recv() {
                 Ok(command) => command,
-                Err(mpsc::error::TryRecvError::Empty) => return Ok(Flow::Continue(true)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return Ok(Flow::Close(None)),
             };
+            handled += 1;
             match command {
                 Command::Publish(message) => {
                     if !self.try_publish(message)? {
-                        return Ok(Flow::Continue(true));
+                        break;
                     }
                 }
                 Command::Subscribe { prefix, done } => self.subscribe(prefix, done)?,
@@ -265,7 +276,7 @@ impl Driver {
                 Command::Close { done } => return Ok(Flow::Close(Some(done))),
             }
         }
-        Ok(Flow::Continue(true))
+        Ok(Flow::Continue(handled))
     }
 
     /// Sends a message; `Ok(false)` when the backplane's queue is full and the
@@ -652,6 +663,7 @@ struct Waiter {
 }
 
 enum Flow {
-    Continue(bool),
+    /// Carry on; how many commands were handled.
+    Continue(usize),
     Close(Option<oneshot::Sender<()>>),
 }

@@ -26,9 +26,26 @@ impl Message {
     /// A message whose payload is `value`, MessagePack-encoded the way
     /// python-banyan encodes (str as str, bin as bin, smallest integer form).
     pub fn new(topic: impl Into<String>, value: &Value) -> Message {
+        thread_local! {
+            // Encoding into a reused buffer and copying out gives a payload of
+            // exactly its size in one allocation.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let payload = SCRATCH.with(|scratch| {
+            let mut buf = scratch.take();
+            buf.clear();
+            // Writing into a Vec cannot fail.
+            let _ = rmpv::encode::write_value(&mut buf, value);
+            let payload = Bytes::copy_from_slice(&buf);
+            // Keep a modest buffer for the next message, not a huge one.
+            if buf.capacity() <= 64 * 1024 {
+                scratch.replace(buf);
+            }
+            payload
+        });
         Message {
             topic: topic.into(),
-            payload: Bytes::from(encode(value)),
+            payload,
         }
     }
 
