@@ -109,7 +109,9 @@ pub struct Client {
 /// only (counted in its stats). The stream ends when the client is closed.
 #[derive(Debug)]
 pub struct Messages {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Vec<Message>>,
+    /// The rest of the batch being taken.
+    batch: std::vec::IntoIter<Message>,
     shared: Arc<Shared>,
 }
 
@@ -127,7 +129,8 @@ impl Client {
         });
         let capacity = config.queue_capacity.max(1);
         let (commands, command_rx) = mpsc::channel(capacity);
-        let (inbox, rx) = mpsc::channel(capacity);
+        // Received messages travel in batches of up to driver::BATCH.
+        let (inbox, rx) = mpsc::channel(capacity.div_ceil(driver::BATCH));
         let (ready_tx, ready_rx) = oneshot::channel();
         driver::spawn(config, shared.clone(), command_rx, inbox, ready_tx)?;
         ready_rx.await.map_err(|_| Error::Closed)??;
@@ -136,7 +139,14 @@ impl Client {
             shared: shared.clone(),
             ready_timeout: config.ready_timeout,
         };
-        Ok((client, Messages { rx, shared }))
+        Ok((
+            client,
+            Messages {
+                rx,
+                batch: Vec::new().into_iter(),
+                shared,
+            },
+        ))
     }
 
     /// Publishes `value` on `topic`, MessagePack-encoded.
@@ -269,26 +279,24 @@ impl Client {
 impl Messages {
     /// The next message; `None` once the client is closed.
     pub async fn recv(&mut self) -> Option<Message> {
-        let message = self.rx.recv().await;
-        self.after_take();
-        message
+        loop {
+            if let Some(message) = self.batch.next() {
+                return Some(message);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+            self.after_take();
+        }
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Message> {
-        let message = self.rx.try_recv().ok();
-        self.after_take();
-        message
-    }
-
-    /// Messages waiting to be taken.
-    pub fn len(&self) -> usize {
-        self.rx.len()
-    }
-
-    /// Whether no message is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        loop {
+            if let Some(message) = self.batch.next() {
+                return Some(message);
+            }
+            self.batch = self.rx.try_recv().ok()?.into_iter();
+            self.after_take();
+        }
     }
 
     fn after_take(&self) {
@@ -307,10 +315,18 @@ impl futures_core::Stream for Messages {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        let poll = self.rx.poll_recv(cx);
-        if poll.is_ready() {
-            self.after_take();
+        loop {
+            if let Some(message) = self.batch.next() {
+                return Poll::Ready(Some(message));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => {
+                    self.batch = batch.into_iter();
+                    self.after_take();
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        poll
     }
 }

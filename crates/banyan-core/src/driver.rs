@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backplane::endpoint;
 use crate::client::{ClientConfig, Shared};
-use crate::envelope::Message;
+use crate::envelope::{FrameReader, Message};
 use crate::error::{Error, Result};
 use crate::topic::{is_probe, probe_topic, Upstream};
 use crate::zmq_ext::set_xpub_nodrop;
@@ -46,8 +46,10 @@ pub(crate) enum Command {
     },
 }
 
-/// Commands or messages handled per turn before the other side gets one.
-const BATCH: usize = 1024;
+/// Commands or messages handled per turn before the other side gets one;
+/// received messages reach [`Messages`](crate::Messages) in batches of at
+/// most this many, one channel operation each.
+pub(crate) const BATCH: usize = 1024;
 /// Commands handled between looks at the sockets while commands stream in.
 const LOOK_EVERY: usize = 256;
 /// Retry interval while the backplane's queue for us is full.
@@ -69,7 +71,7 @@ pub(crate) fn spawn(
     config: &ClientConfig,
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
-    inbox: mpsc::Sender<Message>,
+    inbox: mpsc::Sender<Vec<Message>>,
     ready: oneshot::Sender<Result<()>>,
 ) -> Result<()> {
     let context = zmq::Context::new();
@@ -108,6 +110,7 @@ pub(crate) fn spawn(
         shared,
         commands,
         inbox: Some(inbox),
+        reader: FrameReader::default(),
         held_in: None,
         held_out: None,
         upstream: Upstream::default(),
@@ -192,9 +195,11 @@ struct Driver {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     /// `None` once the [`Messages`](crate::Messages) stream was dropped.
-    inbox: Option<mpsc::Sender<Message>>,
-    /// A received message the inbox had no room for.
-    held_in: Option<Message>,
+    /// Messages travel in batches: one channel operation for up to `BATCH`.
+    inbox: Option<mpsc::Sender<Vec<Message>>>,
+    reader: FrameReader,
+    /// A received batch the inbox had no room for.
+    held_in: Option<Vec<Message>>,
     /// A message the backplane's queue had no room for.
     held_out: Option<Message>,
     /// The subscriptions the backplane forwards upstream.
@@ -347,35 +352,34 @@ impl Driver {
             // count drops for us.
             return self.discard_messages();
         };
-        if let Some(message) = self.held_in.take() {
-            if !self.deliver(&inbox, message) {
+        if let Some(batch) = self.held_in.take() {
+            if !self.deliver(&inbox, batch) {
                 return false;
             }
         }
-        let mut moved = false;
+        let mut batch = Vec::new();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(2);
-        for _ in 0..BATCH {
+        while batch.len() < BATCH {
             frames.clear();
             if !self.read_frames(&mut frames) {
                 break;
             }
-            moved = true;
             if let Some(topic) = frames.first().filter(|t| is_probe(t)) {
                 let topic = topic.to_vec();
                 self.probe_returned(&topic);
                 continue;
             }
-            match Message::from_frames(&frames) {
-                Ok(message) => {
-                    if !self.deliver(&inbox, message) {
-                        break;
-                    }
-                }
+            match self.reader.read(&frames) {
+                Ok(message) => batch.push(message),
                 Err(e) => self.malformed(e),
             }
         }
         self.log_malformed();
-        moved
+        if batch.is_empty() {
+            return false;
+        }
+        self.deliver(&inbox, batch);
+        true
     }
 
     fn discard_messages(&mut self) -> bool {
@@ -411,26 +415,26 @@ impl Driver {
         }
     }
 
-    /// Queues a message for the reader; false (message held) when full.
-    fn deliver(&mut self, inbox: &mpsc::Sender<Message>, message: Message) -> bool {
-        match inbox.try_send(message) {
+    /// Queues a batch for the reader; false (batch held) when full.
+    fn deliver(&mut self, inbox: &mpsc::Sender<Vec<Message>>, batch: Vec<Message>) -> bool {
+        match inbox.try_send(batch) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.inbox = None;
                 true
             }
-            Err(mpsc::error::TrySendError::Full(message)) => {
+            Err(mpsc::error::TrySendError::Full(batch)) => {
                 // Say we wait, then look again: the reader either sees the
                 // flag or made room before our second look.
                 self.shared.inbox_blocked.store(true, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
-                match inbox.try_send(message) {
+                match inbox.try_send(batch) {
                     Ok(()) => {
                         self.shared.inbox_blocked.store(false, Ordering::SeqCst);
                         true
                     }
-                    Err(mpsc::error::TrySendError::Full(message)) => {
-                        self.held_in = Some(message);
+                    Err(mpsc::error::TrySendError::Full(batch)) => {
+                        self.held_in = Some(batch);
                         false
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -6,7 +6,9 @@
 //! bytes of frame 2 and decodes it only when asked, so a gateway can forward
 //! frame 2 untouched.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use rmpv::Value;
 
 use crate::error::{Error, Result};
@@ -18,14 +20,15 @@ pub const MAX_DEPTH: usize = 512;
 /// One Banyan message: a topic and the MessagePack bytes of its payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    topic: String,
+    /// Shared, so that consecutive messages on one topic share one string.
+    topic: Arc<str>,
     payload: Bytes,
 }
 
 impl Message {
     /// A message whose payload is `value`, MessagePack-encoded the way
     /// python-banyan encodes (str as str, bin as bin, smallest integer form).
-    pub fn new(topic: impl Into<String>, value: &Value) -> Message {
+    pub fn new(topic: impl Into<Arc<str>>, value: &Value) -> Message {
         thread_local! {
             // Encoding into a reused buffer and copying out gives a payload of
             // exactly its size in one allocation.
@@ -53,7 +56,7 @@ impl Message {
     ///
     /// The bytes are not checked: this is the pass-through path of gateways
     /// that forward frame 2 without decoding it.
-    pub fn from_raw(topic: impl Into<String>, payload: impl Into<Bytes>) -> Message {
+    pub fn from_raw(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Message {
         Message {
             topic: topic.into(),
             payload: payload.into(),
@@ -65,17 +68,8 @@ impl Message {
     /// Only the frame count and the topic's UTF-8 are checked; the payload is
     /// decoded later by [`Message::value`].
     pub fn from_frames<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> Result<Message> {
-        match frames {
-            [topic, payload] => Ok(Message {
-                topic: std::str::from_utf8(topic)
-                    .map_err(|_| Error::TopicNotUtf8)?
-                    .to_owned(),
-                payload: Bytes::copy_from_slice(payload),
-            }),
-            _ => Err(Error::FrameCount(frames.len())),
-        }
+        FrameReader::default().read(frames)
     }
-
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -92,8 +86,54 @@ impl Message {
     }
 
     /// Splits the message into its topic and payload bytes.
-    pub fn into_parts(self) -> (String, Bytes) {
+    pub fn into_parts(self) -> (Arc<str>, Bytes) {
         (self.topic, self.payload)
+    }
+}
+
+/// Payloads up to this size are copied into a shared slab.
+const SLAB_ITEM_MAX: usize = 512;
+/// The size of a slab.
+const SLAB_SIZE: usize = 32 * 1024;
+
+/// Turns received frames into [`Message`]s with few allocations: a topic
+/// equal to the previous one shares its string, and small payloads are
+/// copied side by side into one slab (a slab is freed when the last message
+/// in it is dropped).
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    last_topic: Option<Arc<str>>,
+    slab: BytesMut,
+}
+
+impl FrameReader {
+    pub(crate) fn read<F: std::ops::Deref<Target = [u8]>>(
+        &mut self,
+        frames: &[F],
+    ) -> Result<Message> {
+        let [topic, payload] = frames else {
+            return Err(Error::FrameCount(frames.len()));
+        };
+        let topic = match &self.last_topic {
+            Some(last) if last.as_bytes() == &topic[..] => last.clone(),
+            _ => {
+                let text: Arc<str> = std::str::from_utf8(topic)
+                    .map_err(|_| Error::TopicNotUtf8)?
+                    .into();
+                self.last_topic = Some(text.clone());
+                text
+            }
+        };
+        let payload = if payload.len() <= SLAB_ITEM_MAX {
+            if self.slab.capacity() < payload.len() {
+                self.slab = BytesMut::with_capacity(SLAB_SIZE);
+            }
+            self.slab.extend_from_slice(payload);
+            self.slab.split().freeze()
+        } else {
+            Bytes::copy_from_slice(payload)
+        };
+        Ok(Message { topic, payload })
     }
 }
 
