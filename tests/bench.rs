@@ -73,13 +73,24 @@ async fn every_scenario_reports_without_loss() {
         ("tcp", "device -> bus", &["backplane", "tgw"][..]),
         ("tcp", "bus -> device", &["backplane", "tgw"][..]),
         ("mqtt", "mqtt -> mqtt", &["mosquitto"][..]),
-        ("mqtt", "mqtt -> bus", &["backplane", "mqttgw", "mosquitto"][..]),
-        ("mqtt", "bus -> mqtt", &["backplane", "mqttgw", "mosquitto"][..]),
+        (
+            "mqtt",
+            "mqtt -> bus",
+            &["backplane", "mqttgw", "mosquitto"][..],
+        ),
+        (
+            "mqtt",
+            "bus -> mqtt",
+            &["backplane", "mqttgw", "mosquitto"][..],
+        ),
     ];
     for (scenario, case, processes) in throughput {
         let record = find(scenario, case);
         let what = format!("{scenario} {case}: {record}");
-        assert!(record["msgs_per_s"].as_f64().is_some_and(|r| r > 0.0), "{what}");
+        assert!(
+            record["msgs_per_s"].as_f64().is_some_and(|r| r > 0.0),
+            "{what}"
+        );
         assert_eq!(record["lost"], 0, "{what}");
         assert_eq!(record["out_of_order"], 0, "{what}");
         assert_eq!(record["runs"], 1, "{what}");
@@ -119,6 +130,6 @@ async fn every_scenario_reports_without_loss() {
         .expect("banyan-bench chart runs");
     assert!(status.success());
     let svg = std::fs::read_to_string(dir.join("chart.svg")).expect("chart written");
-    assert_eq!(svg.matches("<rect x=\"300\"").count(), throughput.len());
+    assert_eq!(svg.matches("<rect x=\"340\"").count(), throughput.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

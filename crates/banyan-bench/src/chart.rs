@@ -5,7 +5,7 @@
 use crate::report::Record;
 
 const WIDTH: f64 = 900.0;
-const LABEL: f64 = 300.0;
+const LABEL: f64 = 340.0;
 const BAR: f64 = 20.0;
 const GAP: f64 = 8.0;
 const TOP: f64 = 40.0;
@@ -51,13 +51,14 @@ pub fn svg(records: &[Record], title: &str) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} {} ({})</text>\n\
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} {}, {} msgs ({})</text>\n\
              <rect x=\"{LABEL}\" y=\"{y}\" width=\"{width:.1}\" height=\"{BAR}\" fill=\"{}\"/>\n\
              <text x=\"{:.1}\" y=\"{}\">{}{}</text>\n",
             LABEL - 8.0,
             y + BAR * 0.75,
             escape(&record.scenario),
             escape(&record.case),
+            thousands(record.messages as f64),
             escape(&record.system),
             colour(&record.system),
             LABEL + width + 6.0,
@@ -110,11 +111,18 @@ mod tests {
             ..Sample::default()
         };
         let records = vec![
-            Record::from_samples("bus", "1 pub -> 1 sub", "banyan", 1, 0, &[sample.clone()]),
+            Record::from_samples(
+                "bus",
+                "1 pub -> 1 sub",
+                "banyan",
+                1,
+                0,
+                std::slice::from_ref(&sample),
+            ),
             Record::from_samples("raw", "1 pub -> 1 sub", "raw zmq", 1, 0, &[sample]),
         ];
         let svg = svg(&records, "a <title>");
-        assert_eq!(svg.matches("<rect x=\"300\"").count(), 2);
+        assert_eq!(svg.matches("<rect x=\"340\"").count(), 2);
         assert!(svg.contains("1,234,567"));
         assert!(svg.contains("a &lt;title&gt;"));
         assert!(svg.contains("1 pub -&gt; 1 sub"));
