@@ -2,6 +2,7 @@
 
 mod util;
 
+mod bench;
 mod bus;
 mod mqtt;
 mod tcp;

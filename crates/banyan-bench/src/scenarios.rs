@@ -1,0 +1,795 @@
+//! The scenarios: which processes each starts, in which order, and how their
+//! reports become one figure.
+//!
+//! Every case starts fresh processes (backplane, gateway, proxy, broker and
+//! workers), so runs do not share queues or warm caches. Throughput is
+//! measured end to end: messages counted by the receivers divided by the
+//! time from the senders' first message to the receivers' last one.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::procs::{executable, Memory, Proc};
+use crate::report::{Record, Sample};
+use crate::worker::{BusAddr, Role};
+
+/// The ZeroMQ high-water mark of the raw scenario: the backplane's default,
+/// so both lose nothing for the same reason.
+pub const RAW_HIGH_WATER_MARK: i32 = banyan_core::backplane::DEFAULT_HIGH_WATER_MARK;
+
+/// How long a process may take to start.
+const START: Duration = Duration::from_secs(30);
+
+/// A scenario of the bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scenario {
+    /// Publishers to subscribers through the `backplane`.
+    Bus,
+    /// The same through a bare ZeroMQ proxy.
+    Raw,
+    /// Echo round trips through the backplane and a bare proxy.
+    Latency,
+    /// Through `wsgw`, each direction, one page and many.
+    Ws,
+    /// Through `tgw`, each direction.
+    Tcp,
+    /// Through `mqttgw`, each direction, and mosquitto alone.
+    Mqtt,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Bus,
+        Scenario::Raw,
+        Scenario::Latency,
+        Scenario::Ws,
+        Scenario::Tcp,
+        Scenario::Mqtt,
+    ];
+
+    /// The scenario's name on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Bus => "bus",
+            Scenario::Raw => "raw",
+            Scenario::Latency => "latency",
+            Scenario::Ws => "ws",
+            Scenario::Tcp => "tcp",
+            Scenario::Mqtt => "mqtt",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Scenario> {
+        Scenario::ALL
+            .into_iter()
+            .find(|scenario| scenario.name() == s)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown scenario {s:?} (bus, raw, latency, ws, tcp, mqtt)"
+                ))
+            })
+    }
+}
+
+/// What to measure and how.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Scenarios to run (empty: all).
+    pub scenarios: Vec<Scenario>,
+    /// Messages per publisher (bus, raw) or per direction (gateways).
+    pub messages: u64,
+    /// Payload size in bytes; 0 is `{'msg': i}` alone (about 10 bytes).
+    pub payload: usize,
+    /// Publisher processes (bus, raw).
+    pub publishers: usize,
+    /// Subscriber processes (bus, raw).
+    pub subscribers: usize,
+    /// Pages of the many-pages WebSocket case (0 or 1: no such case).
+    pub ws_clients: usize,
+    /// Round trips measured by `latency`.
+    pub round_trips: u64,
+    /// Measured runs of each case; figures are their medians.
+    pub runs: usize,
+    /// Runs of each case before measuring, discarded.
+    pub warmup: usize,
+    /// Silence after which a receiver's count is final.
+    pub idle: Duration,
+    /// `--queue` given to the gateways (None: their default).
+    pub gateway_queue: Option<usize>,
+    /// The mosquitto executable.
+    pub mosquitto: PathBuf,
+    /// Where the `backplane` and gateway executables are.
+    pub bin_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            scenarios: Vec::new(),
+            messages: 100_000,
+            payload: 0,
+            publishers: 1,
+            subscribers: 1,
+            ws_clients: 100,
+            round_trips: 10_000,
+            runs: 5,
+            warmup: 1,
+            idle: Duration::from_secs(2),
+            gateway_queue: None,
+            mosquitto: PathBuf::from("/usr/sbin/mosquitto"),
+            bin_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// One case of a scenario.
+#[derive(Clone, Debug)]
+pub(crate) struct Case {
+    scenario: Scenario,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Bus,
+    Raw,
+    EchoBus,
+    EchoRaw,
+    WsIn,
+    WsOut { clients: usize },
+    TcpIn,
+    TcpOut,
+    MqttAlone,
+    MqttIn,
+    MqttOut,
+}
+
+impl Case {
+    fn label(&self, config: &Config) -> (String, &'static str) {
+        let pubsub = format!("{} pub -> {} sub", config.publishers, config.subscribers);
+        match self.kind {
+            Kind::Bus => (pubsub, "banyan"),
+            Kind::Raw => (pubsub, "raw zmq"),
+            Kind::EchoBus => ("echo round trip".to_owned(), "banyan"),
+            Kind::EchoRaw => ("echo round trip".to_owned(), "raw zmq"),
+            Kind::WsIn => ("page -> bus".to_owned(), "banyan"),
+            Kind::WsOut { clients: 1 } => ("bus -> page".to_owned(), "banyan"),
+            Kind::WsOut { clients } => (format!("bus -> {clients} pages"), "banyan"),
+            Kind::TcpIn => ("device -> bus".to_owned(), "banyan"),
+            Kind::TcpOut => ("bus -> device".to_owned(), "banyan"),
+            Kind::MqttAlone => ("mqtt -> mqtt".to_owned(), "mosquitto"),
+            Kind::MqttIn => ("mqtt -> bus".to_owned(), "banyan"),
+            Kind::MqttOut => ("bus -> mqtt".to_owned(), "banyan"),
+        }
+    }
+}
+
+/// The cases of the configured scenarios, in order.
+pub(crate) fn cases(config: &Config) -> Vec<Case> {
+    let scenarios = if config.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        config.scenarios.clone()
+    };
+    let mut cases = Vec::new();
+    for scenario in scenarios {
+        let kinds: Vec<Kind> = match scenario {
+            Scenario::Bus => vec![Kind::Bus],
+            Scenario::Raw => vec![Kind::Raw],
+            Scenario::Latency => vec![Kind::EchoBus, Kind::EchoRaw],
+            Scenario::Ws => {
+                let mut kinds = vec![Kind::WsIn, Kind::WsOut { clients: 1 }];
+                if config.ws_clients > 1 {
+                    kinds.push(Kind::WsOut {
+                        clients: config.ws_clients,
+                    });
+                }
+                kinds
+            }
+            Scenario::Tcp => vec![Kind::TcpIn, Kind::TcpOut],
+            Scenario::Mqtt => vec![Kind::MqttAlone, Kind::MqttIn, Kind::MqttOut],
+        };
+        cases.extend(kinds.into_iter().map(|kind| Case { scenario, kind }));
+    }
+    cases
+}
+
+/// Runs every configured case `warmup + runs` times and returns one record
+/// per case; `each` sees each record as soon as it is complete.
+pub fn run(config: &Config, mut each: impl FnMut(&Record)) -> Result<Vec<Record>> {
+    if config.runs == 0 {
+        return Err(Error::Invalid("--runs must be at least 1".to_owned()));
+    }
+    let mut records = Vec::new();
+    for case in cases(config) {
+        for _ in 0..config.warmup {
+            run_case(config, &case)?;
+        }
+        let mut samples = Vec::with_capacity(config.runs);
+        for _ in 0..config.runs {
+            samples.push(run_case(config, &case)?);
+        }
+        let (label, system) = case.label(config);
+        let messages = match case.kind {
+            Kind::EchoBus | Kind::EchoRaw => config.round_trips,
+            _ => config.messages,
+        };
+        let record = Record::from_samples(
+            case.scenario.name(),
+            &label,
+            system,
+            messages,
+            config.payload,
+            &samples,
+        );
+        each(&record);
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// How long to wait for a worker's result.
+fn result_deadline(config: &Config) -> Duration {
+    Duration::from_secs(60) + Duration::from_micros(config.messages * 50) + config.idle * 2
+}
+
+fn idle_ms(config: &Config) -> u64 {
+    config.idle.as_millis() as u64
+}
+
+/// A process whose memory is reported: idle after start, peak at the end.
+struct Watched {
+    name: &'static str,
+    idle: Memory,
+}
+
+fn watch(name: &'static str, proc: &Proc) -> Watched {
+    Watched {
+        name,
+        idle: proc.memory(),
+    }
+}
+
+fn memory(watched: &Watched, proc: &Proc) -> (String, Memory, Memory) {
+    (watched.name.to_owned(), watched.idle, proc.memory())
+}
+
+fn start_backplane(config: &Config) -> Result<(Proc, BusAddr)> {
+    let exe = executable(&config.bin_dir, "backplane")?;
+    let mut proc = Proc::spawn(
+        "backplane",
+        Command::new(exe).args(["-a", "127.0.0.1", "-p", "0", "-s", "0"]),
+    )?;
+    let port = |line: String| -> Result<u16> {
+        line.rsplit(' ')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| Error::Protocol(format!("no port in the banner line {line:?}")))
+    };
+    let subscriber_port = port(proc.wait_line("its subscriber port", START, |l| {
+        l.starts_with("Subscriber Port")
+    })?)?;
+    let publisher_port = port(proc.wait_line("its publisher port", START, |l| {
+        l.starts_with("Publisher  Port")
+    })?)?;
+    Ok((
+        proc,
+        BusAddr {
+            publisher_port,
+            subscriber_port,
+        },
+    ))
+}
+
+fn bus_flags(bus: &BusAddr) -> Vec<String> {
+    vec![
+        "-b".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        bus.publisher_port.to_string(),
+        "-s".into(),
+        bus.subscriber_port.to_string(),
+    ]
+}
+
+fn start_gateway(
+    config: &Config,
+    name: &str,
+    bus: &BusAddr,
+    flags: &[String],
+    ready: &str,
+) -> Result<Proc> {
+    let exe = executable(&config.bin_dir, name)?;
+    let mut command = Command::new(exe);
+    command.args(bus_flags(bus)).args(flags);
+    if let Some(queue) = config.gateway_queue {
+        command.args(["--queue", &queue.to_string()]);
+    }
+    let mut proc = Proc::spawn(name, &mut command)?;
+    proc.wait_line("its banner", START, |l| l.contains(ready))?;
+    Ok(proc)
+}
+
+/// A free port on 127.0.0.1 (for mosquitto, which cannot pick its own).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Mosquitto {
+    proc: Proc,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(config: &Config) -> Result<Mosquitto> {
+        if !config.mosquitto.is_file() {
+            return Err(Error::MissingExecutable(config.mosquitto.clone()));
+        }
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("banyan-bench-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let user = Command::new("id").arg("-un").output()?;
+        let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+                 log_type information\nuser {user}\n"
+            ),
+        )?;
+        let mut proc = Proc::spawn(
+            "mosquitto",
+            Command::new(&config.mosquitto)
+                .arg("-c")
+                .arg(dir.join("mosquitto.conf")),
+        )?;
+        proc.wait_line("that it runs", START, |l| l.contains(" running"))?;
+        Ok(Mosquitto { proc, port, dir })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Results of senders and receivers, as one sample.
+fn throughput(
+    config: &Config,
+    senders: &mut [Proc],
+    receivers: &mut [Proc],
+    expected: u64,
+) -> Result<Sample> {
+    let deadline = result_deadline(config);
+    let mut start_ns = u64::MAX;
+    for sender in senders.iter_mut() {
+        let result = sender.event("result", deadline)?;
+        start_ns = start_ns.min(field(&result, "start_ns")?);
+    }
+    let (mut received, mut out_of_order, mut last_ns) = (0, 0, 0);
+    let mut min_per_client = None;
+    for receiver in receivers.iter_mut() {
+        let result = receiver.event("result", deadline)?;
+        received += field(&result, "received")?;
+        out_of_order += field(&result, "out_of_order")?;
+        last_ns = last_ns.max(field(&result, "last_ns")?);
+        if let Some(min) = result["min_per_client"].as_u64() {
+            min_per_client = Some(min);
+        }
+    }
+    for sender in senders.iter_mut() {
+        // Senders that stay connected may now leave; the others are gone.
+        let _ = sender.signal();
+    }
+    let seconds = last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    Ok(Sample {
+        rate: if seconds > 0.0 {
+            received as f64 / seconds
+        } else {
+            0.0
+        },
+        lost: expected.saturating_sub(received),
+        out_of_order,
+        min_per_client,
+        latency: None,
+        memory: Vec::new(),
+    })
+}
+
+fn field(value: &Value, name: &str) -> Result<u64> {
+    value[name]
+        .as_u64()
+        .ok_or_else(|| Error::Protocol(format!("no {name} in {value}")))
+}
+
+fn run_case(config: &Config, case: &Case) -> Result<Sample> {
+    let n = config.messages;
+    let idle_ms = idle_ms(config);
+    match case.kind {
+        Kind::Bus => {
+            let (backplane, bus) = start_backplane(config)?;
+            let watched = watch("backplane", &backplane);
+            let expected = n * config.publishers as u64;
+            let mut subs = Vec::new();
+            for k in 0..config.subscribers {
+                let mut sub = Proc::worker(
+                    &format!("subscriber {k}"),
+                    &Role::BusSubscribe {
+                        bus: bus.clone(),
+                        prefix: "bench".into(),
+                        expected,
+                        idle_ms,
+                    },
+                )?;
+                sub.event("ready", START)?;
+                subs.push(sub);
+            }
+            let mut pubs = Vec::new();
+            for k in 0..config.publishers {
+                pubs.push(Proc::worker(
+                    &format!("publisher {k}"),
+                    &Role::BusPublish {
+                        bus: bus.clone(),
+                        topic: format!("bench/{k}"),
+                        messages: n,
+                        payload: config.payload,
+                        wait_for: None,
+                        probe: false,
+                    },
+                )?);
+            }
+            let total = expected * config.subscribers as u64;
+            let mut sample = throughput(config, &mut pubs, &mut subs, total)?;
+            sample.memory.push(memory(&watched, &backplane));
+            Ok(sample)
+        }
+        Kind::Raw => {
+            let mut proxy = Proc::worker(
+                "raw proxy",
+                &Role::RawProxy {
+                    high_water_mark: RAW_HIGH_WATER_MARK,
+                },
+            )?;
+            let ports = proxy.event("ready", START)?;
+            let watched = watch("raw proxy", &proxy);
+            let expected = n * config.publishers as u64;
+            let mut subs = Vec::new();
+            for index in 0..config.subscribers {
+                let mut sub = Proc::worker(
+                    &format!("raw subscriber {index}"),
+                    &Role::RawSubscribe {
+                        port: field(&ports, "subscriber_port")? as u16,
+                        prefix: "bench".into(),
+                        index,
+                        expected,
+                        idle_ms,
+                        high_water_mark: RAW_HIGH_WATER_MARK,
+                    },
+                )?;
+                sub.event("ready", START)?;
+                subs.push(sub);
+            }
+            let mut pubs = Vec::new();
+            for k in 0..config.publishers {
+                pubs.push(Proc::worker(
+                    &format!("raw publisher {k}"),
+                    &Role::RawPublish {
+                        port: field(&ports, "publisher_port")? as u16,
+                        topic: format!("bench/{k}"),
+                        messages: n,
+                        payload: config.payload,
+                        subscribers: config.subscribers,
+                        high_water_mark: RAW_HIGH_WATER_MARK,
+                    },
+                )?);
+            }
+            let total = expected * config.subscribers as u64;
+            let mut sample = throughput(config, &mut pubs, &mut subs, total)?;
+            sample.memory.push(memory(&watched, &proxy));
+            Ok(sample)
+        }
+        Kind::EchoBus => {
+            let (backplane, bus) = start_backplane(config)?;
+            let watched = watch("backplane", &backplane);
+            let mut echo = Proc::worker("echo", &Role::BusEcho { bus: bus.clone() })?;
+            echo.event("ready", START)?;
+            let mut ping = Proc::worker(
+                "ping",
+                &Role::BusPing {
+                    bus,
+                    round_trips: config.round_trips,
+                    warmup: config.round_trips / 10,
+                },
+            )?;
+            let result = ping.event("result", result_deadline(config))?;
+            Ok(Sample::latency(result, vec![memory(&watched, &backplane)]))
+        }
+        Kind::EchoRaw => {
+            let mut proxy = Proc::worker(
+                "raw proxy",
+                &Role::RawProxy {
+                    high_water_mark: RAW_HIGH_WATER_MARK,
+                },
+            )?;
+            let ports = proxy.event("ready", START)?;
+            let watched = watch("raw proxy", &proxy);
+            let (publisher_port, subscriber_port) = (
+                field(&ports, "publisher_port")? as u16,
+                field(&ports, "subscriber_port")? as u16,
+            );
+            let mut echo = Proc::worker(
+                "raw echo",
+                &Role::RawEcho {
+                    publisher_port,
+                    subscriber_port,
+                },
+            )?;
+            echo.event("ready", START)?;
+            let mut ping = Proc::worker(
+                "raw ping",
+                &Role::RawPing {
+                    publisher_port,
+                    subscriber_port,
+                    round_trips: config.round_trips,
+                    warmup: config.round_trips / 10,
+                },
+            )?;
+            let result = ping.event("result", result_deadline(config))?;
+            Ok(Sample::latency(result, vec![memory(&watched, &proxy)]))
+        }
+        Kind::WsIn => {
+            let (backplane, bus) = start_backplane(config)?;
+            let mut sub = bus_subscriber(&bus, "to_bench", n, idle_ms)?;
+            let (gateway, url) = start_wsgw(config, &bus)?;
+            let watched = (watch("backplane", &backplane), watch("wsgw", &gateway));
+            let mut page = Proc::worker(
+                "page",
+                &Role::WsPeer {
+                    url,
+                    id: "to_bench".into(),
+                    clients: 1,
+                    send: n,
+                    expected: 0,
+                    idle_ms,
+                },
+            )?;
+            page.event("ready", START)?;
+            go_when_probed(&mut sub, &mut page)?;
+            let mut sample = throughput(config, &mut [page], &mut [sub], n)?;
+            sample.memory = vec![memory(&watched.0, &backplane), memory(&watched.1, &gateway)];
+            Ok(sample)
+        }
+        Kind::WsOut { clients } => {
+            let (backplane, bus) = start_backplane(config)?;
+            let (gateway, url) = start_wsgw(config, &bus)?;
+            let watched = (watch("backplane", &backplane), watch("wsgw", &gateway));
+            let mut pages = Proc::worker(
+                "pages",
+                &Role::WsPeer {
+                    url,
+                    id: "to_bench".into(),
+                    clients,
+                    send: 0,
+                    expected: n,
+                    idle_ms,
+                },
+            )?;
+            pages.event("ready", START)?;
+            let mut publisher = bus_prober(&bus, "from_bench", n, config.payload)?;
+            go_when_probed(&mut pages, &mut publisher)?;
+            let total = n * clients as u64;
+            let mut sample = throughput(config, &mut [publisher], &mut [pages], total)?;
+            if clients == 1 {
+                sample.min_per_client = None;
+            }
+            sample.memory = vec![memory(&watched.0, &backplane), memory(&watched.1, &gateway)];
+            Ok(sample)
+        }
+        Kind::TcpIn => {
+            let (backplane, bus) = start_backplane(config)?;
+            let mut sub = bus_subscriber(&bus, "from_dev", n, idle_ms)?;
+            let mut device = Proc::worker(
+                "device",
+                &Role::TcpDevice {
+                    send: n,
+                    payload: config.payload,
+                    expected: 0,
+                    idle_ms,
+                },
+            )?;
+            let port = field(&device.event("ready", START)?, "port")?;
+            let gateway = start_tgw(config, &bus, port)?;
+            let watched = (watch("backplane", &backplane), watch("tgw", &gateway));
+            go_when_probed(&mut sub, &mut device)?;
+            let mut sample = throughput(config, &mut [device], &mut [sub], n)?;
+            sample.memory = vec![memory(&watched.0, &backplane), memory(&watched.1, &gateway)];
+            Ok(sample)
+        }
+        Kind::TcpOut => {
+            let (backplane, bus) = start_backplane(config)?;
+            let mut device = Proc::worker(
+                "device",
+                &Role::TcpDevice {
+                    send: 0,
+                    payload: config.payload,
+                    expected: n,
+                    idle_ms,
+                },
+            )?;
+            let port = field(&device.event("ready", START)?, "port")?;
+            let gateway = start_tgw(config, &bus, port)?;
+            let watched = (watch("backplane", &backplane), watch("tgw", &gateway));
+            let mut publisher = bus_prober(&bus, "to_dev", n, config.payload)?;
+            go_when_probed(&mut device, &mut publisher)?;
+            let mut sample = throughput(config, &mut [publisher], &mut [device], n)?;
+            sample.memory = vec![memory(&watched.0, &backplane), memory(&watched.1, &gateway)];
+            Ok(sample)
+        }
+        Kind::MqttAlone => {
+            let broker = Mosquitto::start(config)?;
+            let watched = watch("mosquitto", &broker.proc);
+            let mut receiver = mqtt_peer(broker.port, "bench/alone", 0, n, idle_ms)?;
+            let mut sender = mqtt_peer(broker.port, "bench/alone", n, 0, idle_ms)?;
+            go_when_probed(&mut receiver, &mut sender)?;
+            let mut sample = throughput(config, &mut [sender], &mut [receiver], n)?;
+            sample.memory = vec![memory(&watched, &broker.proc)];
+            Ok(sample)
+        }
+        Kind::MqttIn => {
+            let broker = Mosquitto::start(config)?;
+            let (backplane, bus) = start_backplane(config)?;
+            let mut sub = bus_subscriber(&bus, "from_mqtt", n, idle_ms)?;
+            let gateway = start_mqttgw(config, &bus, broker.port)?;
+            let watched = (
+                watch("backplane", &backplane),
+                watch("mqttgw", &gateway),
+                watch("mosquitto", &broker.proc),
+            );
+            let mut sender = mqtt_peer(broker.port, "bench_in", n, 0, idle_ms)?;
+            go_when_probed(&mut sub, &mut sender)?;
+            let mut sample = throughput(config, &mut [sender], &mut [sub], n)?;
+            sample.memory = vec![
+                memory(&watched.0, &backplane),
+                memory(&watched.1, &gateway),
+                memory(&watched.2, &broker.proc),
+            ];
+            Ok(sample)
+        }
+        Kind::MqttOut => {
+            let broker = Mosquitto::start(config)?;
+            let (backplane, bus) = start_backplane(config)?;
+            let mut receiver = mqtt_peer(broker.port, "from_banyan", 0, n, idle_ms)?;
+            let gateway = start_mqttgw(config, &bus, broker.port)?;
+            let watched = (
+                watch("backplane", &backplane),
+                watch("mqttgw", &gateway),
+                watch("mosquitto", &broker.proc),
+            );
+            let mut publisher = bus_prober(&bus, "to_mqtt", n, config.payload)?;
+            go_when_probed(&mut receiver, &mut publisher)?;
+            let mut sample = throughput(config, &mut [publisher], &mut [receiver], n)?;
+            sample.memory = vec![
+                memory(&watched.0, &backplane),
+                memory(&watched.1, &gateway),
+                memory(&watched.2, &broker.proc),
+            ];
+            Ok(sample)
+        }
+    }
+}
+
+fn bus_subscriber(bus: &BusAddr, prefix: &str, expected: u64, idle_ms: u64) -> Result<Proc> {
+    let mut sub = Proc::worker(
+        "bus subscriber",
+        &Role::BusSubscribe {
+            bus: bus.clone(),
+            prefix: prefix.into(),
+            expected,
+            idle_ms,
+        },
+    )?;
+    sub.event("ready", START)?;
+    Ok(sub)
+}
+
+/// A bus publisher that waits for a subscriber of `topic`, then probes.
+fn bus_prober(bus: &BusAddr, topic: &str, messages: u64, payload: usize) -> Result<Proc> {
+    let mut publisher = Proc::worker(
+        "bus publisher",
+        &Role::BusPublish {
+            bus: bus.clone(),
+            topic: topic.into(),
+            messages,
+            payload,
+            wait_for: Some(topic.into()),
+            probe: true,
+        },
+    )?;
+    publisher.event("ready", START)?;
+    Ok(publisher)
+}
+
+fn mqtt_peer(port: u16, topic: &str, send: u64, expected: u64, idle_ms: u64) -> Result<Proc> {
+    let mut peer = Proc::worker(
+        if send > 0 {
+            "mqtt publisher"
+        } else {
+            "mqtt subscriber"
+        },
+        &Role::MqttPeer {
+            port,
+            topic: topic.into(),
+            send,
+            expected,
+            idle_ms,
+        },
+    )?;
+    peer.event("ready", START)?;
+    Ok(peer)
+}
+
+/// Once `receiver` has seen a probe of `sender`, the path is open: go.
+fn go_when_probed(receiver: &mut Proc, sender: &mut Proc) -> Result<()> {
+    receiver.event("probed", START)?;
+    sender.signal()
+}
+
+fn start_wsgw(config: &Config, bus: &BusAddr) -> Result<(Proc, String)> {
+    let flags: Vec<String> = ["-w", "0", "-a", "127.0.0.1"].map(String::from).to_vec();
+    let mut gateway = start_gateway(config, "wsgw", bus, &flags, "Publisher  Port")?;
+    let line = gateway.wait_line("its WebSocket address", START, |l| {
+        l.starts_with("WebSocket server on ")
+    })?;
+    let url = line
+        .trim_start_matches("WebSocket server on ")
+        .trim()
+        .to_owned();
+    Ok((gateway, url))
+}
+
+fn start_tgw(config: &Config, bus: &BusAddr, port: u64) -> Result<Proc> {
+    let flags: Vec<String> = vec![
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-n".into(),
+        port.to_string(),
+        "-g".into(),
+        "to_dev".into(),
+        "-e".into(),
+        "from_dev".into(),
+    ];
+    start_gateway(config, "tgw", bus, &flags, "Publisher  Port")
+}
+
+fn start_mqttgw(config: &Config, bus: &BusAddr, port: u16) -> Result<Proc> {
+    let flags: Vec<String> = vec![
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-d".into(),
+        port.to_string(),
+        "-g".into(),
+        "to_mqtt".into(),
+        "-i".into(),
+        "from_banyan".into(),
+        "-j".into(),
+        "bench_in".into(),
+        "-e".into(),
+        "from_mqtt".into(),
+    ];
+    start_gateway(config, "mqttgw", bus, &flags, "Publisher  Port")
+}

@@ -1,0 +1,135 @@
+//! Smoke run of every `banyan-bench` scenario with a tiny load, so the bench
+//! keeps working. Timings are never asserted: only that each case reports
+//! its fields, and loses nothing and keeps order at this load (every queue
+//! on the way holds more than the whole run).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const MESSAGES: u64 = 200;
+
+fn mosquitto() -> &'static str {
+    for candidate in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate;
+        }
+    }
+    panic!("mosquitto is not installed (Debian: apt-get install mosquitto); the mqtt scenario needs a real broker");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_scenario_reports_without_loss() {
+    let mut command = Command::new(exe("banyan-bench"));
+    command.args([
+        "run",
+        "--json",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "-n",
+        &MESSAGES.to_string(),
+        "--round-trips",
+        "50",
+        "--ws-clients",
+        "3",
+        "--idle-ms",
+        "1000",
+        "--mosquitto",
+        mosquitto(),
+    ]);
+    let output = within(
+        "banyan-bench to run every scenario",
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("join")
+    .expect("banyan-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "banyan-bench failed: {stderr}\n{stdout}"
+    );
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let find = |scenario: &str, case: &str| {
+        records
+            .iter()
+            .find(|r| r["scenario"] == scenario && r["case"] == case)
+            .unwrap_or_else(|| panic!("no result for {scenario} {case} in:\n{stdout}"))
+    };
+    let throughput = [
+        ("bus", "1 pub -> 1 sub", &["backplane"][..]),
+        ("raw", "1 pub -> 1 sub", &["raw proxy"][..]),
+        ("ws", "page -> bus", &["backplane", "wsgw"][..]),
+        ("ws", "bus -> page", &["backplane", "wsgw"][..]),
+        ("ws", "bus -> 3 pages", &["backplane", "wsgw"][..]),
+        ("tcp", "device -> bus", &["backplane", "tgw"][..]),
+        ("tcp", "bus -> device", &["backplane", "tgw"][..]),
+        ("mqtt", "mqtt -> mqtt", &["mosquitto"][..]),
+        (
+            "mqtt",
+            "mqtt -> bus",
+            &["backplane", "mqttgw", "mosquitto"][..],
+        ),
+        (
+            "mqtt",
+            "bus -> mqtt",
+            &["backplane", "mqttgw", "mosquitto"][..],
+        ),
+    ];
+    for (scenario, case, processes) in throughput {
+        let record = find(scenario, case);
+        let what = format!("{scenario} {case}: {record}");
+        assert!(
+            record["msgs_per_s"].as_f64().is_some_and(|r| r > 0.0),
+            "{what}"
+        );
+        assert_eq!(record["lost"], 0, "{what}");
+        assert_eq!(record["out_of_order"], 0, "{what}");
+        assert_eq!(record["runs"], 1, "{what}");
+        for process in processes {
+            let memory = record["memory"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["process"] == *process))
+                .unwrap_or_else(|| panic!("no memory of {process}: {what}"));
+            assert!(memory["idle_kib"].as_u64().is_some_and(|k| k > 0), "{what}");
+            assert!(memory["peak_kib"].as_u64().is_some_and(|k| k > 0), "{what}");
+        }
+    }
+    assert_eq!(find("ws", "bus -> 3 pages")["min_per_client"], MESSAGES);
+    for system in ["banyan", "raw zmq"] {
+        let record = records
+            .iter()
+            .find(|r| r["scenario"] == "latency" && r["system"] == system)
+            .unwrap_or_else(|| panic!("no latency result for {system}:\n{stdout}"));
+        for key in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(
+                record["latency_us"][key].as_f64().is_some_and(|v| v > 0.0),
+                "latency {system} {key}: {record}"
+            );
+        }
+    }
+
+    // The chart is drawn from the same lines.
+    let dir = std::env::temp_dir().join(format!("banyan-bench-test-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("results.jsonl"), stdout.as_bytes()).expect("results written");
+    let status = Command::new(exe("banyan-bench"))
+        .args(["chart", "--input"])
+        .arg(dir.join("results.jsonl"))
+        .arg("--output")
+        .arg(dir.join("chart.svg"))
+        .status()
+        .expect("banyan-bench chart runs");
+    assert!(status.success());
+    let svg = std::fs::read_to_string(dir.join("chart.svg")).expect("chart written");
+    assert_eq!(svg.matches("<rect x=\"340\"").count(), throughput.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
