@@ -17,9 +17,11 @@ use crate::procs::{executable, Memory, Proc};
 use crate::report::{Record, Sample};
 use crate::worker::{BusAddr, Role};
 
-/// The ZeroMQ high-water mark of the raw scenario: the backplane's default,
-/// so both lose nothing for the same reason.
-pub const RAW_HIGH_WATER_MARK: i32 = banyan_core::backplane::DEFAULT_HIGH_WATER_MARK;
+/// The ZeroMQ high-water mark of the raw scenario: 0, no limit. A bare
+/// proxy has no back-pressure (its sockets drop when full), so only
+/// unbounded queues make it lossless like the backplane; it is the ceiling
+/// of ZeroMQ itself, memory aside.
+pub const RAW_HIGH_WATER_MARK: i32 = 0;
 
 /// How long a process may take to start.
 const START: Duration = Duration::from_secs(30);
