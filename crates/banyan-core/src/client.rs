@@ -83,7 +83,7 @@ pub(crate) struct Shared {
     pub(crate) inbox_blocked: AtomicBool,
     /// Whether the backplane forwards subscriptions (an XPUB backplane), so
     /// that probes return as subscription notices rather than as messages.
-    pub(crate) confirms: AtomicBool,
+    pub(crate) forwards_subscriptions: AtomicBool,
     /// Received messages that were not Banyan messages and were dropped.
     pub(crate) malformed: AtomicU64,
 }
@@ -124,7 +124,7 @@ impl Client {
         let shared = Arc::new(Shared {
             wake: Wake::new()?,
             inbox_blocked: AtomicBool::new(false),
-            confirms: AtomicBool::new(false),
+            forwards_subscriptions: AtomicBool::new(false),
             malformed: AtomicU64::new(0),
         });
         let capacity = config.queue_capacity.max(1);
@@ -233,7 +233,7 @@ impl Client {
     /// python-banyan's forwarder does not, and then every message is sent to
     /// it whoever subscribes).
     pub fn forwards_subscriptions(&self) -> bool {
-        self.shared.confirms.load(Ordering::Relaxed)
+        self.shared.forwards_subscriptions.load(Ordering::Relaxed)
     }
 
     /// How many received ZeroMQ messages were not Banyan messages (wrong

@@ -310,7 +310,7 @@ impl Driver {
         let probe = self.new_probe();
         self.sub.set_subscribe(&probe)?;
         let now = Instant::now();
-        let by_message = !self.shared.confirms.load(Ordering::Relaxed);
+        let by_message = !self.shared.forwards_subscriptions.load(Ordering::Relaxed);
         self.probes.insert(
             probe,
             Probe {
@@ -525,7 +525,7 @@ impl Driver {
             ProbeFor::Connect => {
                 // Returned as a subscription notice: the backplane forwards
                 // subscriptions. As a message: it forwards everything.
-                if what.resend.is_none() && !self.shared.confirms.swap(true, Ordering::Relaxed) {
+                if what.resend.is_none() && !self.shared.forwards_subscriptions.swap(true, Ordering::Relaxed) {
                     tracing::debug!("the backplane forwards subscriptions");
                 }
                 if let Some(ready) = self.ready.take() {
