@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use banyan_core::backplane::{BackplaneConfig, DEFAULT_HIGH_WATER_MARK};
+use banyan_core::backplane::{
+    BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
+};
 use banyan_core::Backplane;
 
 /// The Banyan backplane: every component publishes to its publisher port and
@@ -27,9 +29,12 @@ struct Args {
     /// the LAN; 127.0.0.1 keeps the bus on this machine)
     #[argh(option, short = 'a', default = "String::from(\"0.0.0.0\")")]
     address: String,
-    /// per-peer queue bound in messages (default 200000)
+    /// queue bound per publisher in messages (default 200000)
     #[argh(option, default = "DEFAULT_HIGH_WATER_MARK")]
     high_water_mark: i32,
+    /// queue bound per subscriber in messages (default 16384)
+    #[argh(option, default = "DEFAULT_SUBSCRIBER_HIGH_WATER_MARK")]
+    subscriber_high_water_mark: i32,
     /// how long a subscriber whose queue is full may take to make room
     /// before it misses messages, in milliseconds (default 250)
     #[argh(option, default = "250")]
@@ -49,6 +54,7 @@ async fn main() -> ExitCode {
         publisher_port: args.publisher_port,
         subscriber_port: args.subscriber_port,
         high_water_mark: args.high_water_mark,
+        subscriber_high_water_mark: args.subscriber_high_water_mark,
         slow_subscriber_grace: Duration::from_millis(args.slow_subscriber_grace_ms),
     };
     let shutdown = common::shutdown_signal();

@@ -232,9 +232,9 @@ async fn reference_benchmark_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_subscriber_hurts_nobody_else() {
     const N: usize = 4000;
-    let mut bp = BackplaneProc::start_with(&["--high-water-mark", "50"]).await;
+    let mut bp = BackplaneProc::start_with(&["--subscriber-high-water-mark", "50"]).await;
     let small = ClientConfig {
-        high_water_mark: 50,
+        receive_high_water_mark: 50,
         queue_capacity: 50,
         ..bp.config()
     };

@@ -124,6 +124,7 @@ async fn local_backplane(config: &ClientConfig) -> Result<Option<Backplane>> {
         publisher_port,
         subscriber_port,
         high_water_mark: config.high_water_mark,
+        subscriber_high_water_mark: config.receive_high_water_mark,
         ..BackplaneConfig::default()
     };
     match Backplane::bind(&bind) {

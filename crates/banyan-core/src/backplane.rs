@@ -26,11 +26,19 @@ use crate::zmq_ext::set_xpub_nodrop;
 pub const DEFAULT_PUBLISHER_PORT: u16 = 43124;
 /// The port components subscribe from (the backplane's XPUB side).
 pub const DEFAULT_SUBSCRIBER_PORT: u16 = 43125;
-/// Messages queued per peer and direction before ZeroMQ's high-water mark
-/// applies (ZeroMQ's own default is 1,000, which loses messages under the
-/// reference benchmark). Each queued message costs about 64 bytes plus its
-/// payload beyond 33 bytes.
+/// Messages queued per publisher before it must wait (ZeroMQ's own default
+/// is 1,000, which loses messages of python publishers under the reference
+/// benchmark). Each queued message costs about 64 bytes plus its payload
+/// beyond 33 bytes.
 pub const DEFAULT_HIGH_WATER_MARK: i32 = 200_000;
+/// Messages queued per subscriber (in the backplane, and again in the
+/// subscriber's client). Smaller than the publishers' bound on purpose:
+/// ZeroMQ tells a writer that a full queue has room again only once half of
+/// it has been read, so this bound sets how much a subscriber must read
+/// within the slow-subscriber grace period to count as keeping up (half of
+/// this queue and half of its client's, 16,384 messages in 250 ms, about
+/// 65,000 messages/s).
+pub const DEFAULT_SUBSCRIBER_HIGH_WATER_MARK: i32 = 16_384;
 
 /// How long closing sockets may still flush queued messages.
 const LINGER_MS: i32 = 500;
@@ -58,8 +66,11 @@ pub struct BackplaneConfig {
     /// The subscriber port (components' SUB sockets connect here); 0 picks a
     /// free port.
     pub subscriber_port: u16,
-    /// Per-peer queue bound, in messages, on both sockets.
+    /// Queue bound per publisher, in messages (the XSUB side).
     pub high_water_mark: i32,
+    /// Queue bound per subscriber, in messages (the XPUB side); see
+    /// [`DEFAULT_SUBSCRIBER_HIGH_WATER_MARK`].
+    pub subscriber_high_water_mark: i32,
     /// When a subscriber's queue is full, forwarding pauses (publishers
     /// wait) for at most this long for it to make room; after that the
     /// message goes to everyone else and that subscriber misses it (an
@@ -75,6 +86,7 @@ impl Default for BackplaneConfig {
             publisher_port: DEFAULT_PUBLISHER_PORT,
             subscriber_port: DEFAULT_SUBSCRIBER_PORT,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            subscriber_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
             slow_subscriber_grace: DEFAULT_SLOW_SUBSCRIBER_GRACE,
         }
     }
@@ -138,6 +150,7 @@ impl Backplane {
             socket.set_rcvhwm(config.high_water_mark)?;
             socket.set_sndhwm(config.high_water_mark)?;
         }
+        xpub.set_sndhwm(config.subscriber_high_water_mark)?;
         set_xpub_nodrop(&mut xpub, true)?;
         let publisher_port = bind(&xsub, &config.bind_address, config.publisher_port)?;
         let subscriber_port = bind(&xpub, &config.bind_address, config.subscriber_port)?;

@@ -36,7 +36,10 @@ use bytes::Bytes;
 use rmpv::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backplane::{DEFAULT_HIGH_WATER_MARK, DEFAULT_PUBLISHER_PORT, DEFAULT_SUBSCRIBER_PORT};
+use crate::backplane::{
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_PUBLISHER_PORT, DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
+    DEFAULT_SUBSCRIBER_PORT,
+};
 use crate::driver::{self, Command};
 use crate::envelope::Message;
 use crate::error::{Error, Result};
@@ -54,8 +57,11 @@ pub struct ClientConfig {
     /// How long [`Client::connect`] waits for the backplane to answer, and
     /// [`Client::subscribe`] for its confirmation.
     pub ready_timeout: Duration,
-    /// ZeroMQ queue bound, in messages, of each socket toward the backplane.
+    /// ZeroMQ queue bound, in messages, toward the backplane.
     pub high_water_mark: i32,
+    /// ZeroMQ queue bound, in messages, of what the backplane sends us (see
+    /// [`DEFAULT_SUBSCRIBER_HIGH_WATER_MARK`]).
+    pub receive_high_water_mark: i32,
     /// Bound of the queue from tasks to the I/O thread, and of the queue of
     /// received messages not yet taken from [`Messages`].
     pub queue_capacity: usize,
@@ -69,6 +75,7 @@ impl Default for ClientConfig {
             subscriber_port: DEFAULT_SUBSCRIBER_PORT,
             ready_timeout: Duration::from_secs(10),
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            receive_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
             queue_capacity: 8192,
         }
     }

@@ -87,6 +87,7 @@ pub(crate) fn spawn(
         socket.set_reconnect_ivl(100)?;
         socket.set_reconnect_ivl_max(2000)?;
     }
+    sub.set_rcvhwm(config.receive_high_water_mark)?;
     set_xpub_nodrop(&mut xpub, true)?;
     for (socket, port) in [
         (&xpub, config.publisher_port),
@@ -525,7 +526,12 @@ impl Driver {
             ProbeFor::Connect => {
                 // Returned as a subscription notice: the backplane forwards
                 // subscriptions. As a message: it forwards everything.
-                if what.resend.is_none() && !self.shared.forwards_subscriptions.swap(true, Ordering::Relaxed) {
+                if what.resend.is_none()
+                    && !self
+                        .shared
+                        .forwards_subscriptions
+                        .swap(true, Ordering::Relaxed)
+                {
                     tracing::debug!("the backplane forwards subscriptions");
                 }
                 if let Some(ready) = self.ready.take() {
