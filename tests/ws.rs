@@ -468,6 +468,49 @@ async fn a_stalled_client_delays_no_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_loses_nothing_while_a_stalled_one_is_dropped() {
+    // Unpaced: the publisher outruns the reader, whose queue of 16 is full
+    // most of the time. 20,000 x 1 KiB (20 MB) also fills the stalled
+    // client's socket buffers, then its queue.
+    const MESSAGES: u64 = 20_000;
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &["--queue", "16", "--stall-grace-ms", "1000"]).await;
+    let (device, mut commands) = bus(&bp, &["to_burst"]).await;
+    let _stalled = gw.join("to_burst", &mut commands).await;
+    let mut reader = gw.join("to_burst", &mut commands).await;
+    device
+        .wait_for_subscriber("from_burst")
+        .await
+        .expect("from_burst");
+
+    let reading = tokio::spawn(async move {
+        for expected in 1..=MESSAGES {
+            let got = next_json(&mut reader, "the slow reader's next message").await;
+            assert_eq!(got["seq"], json!(expected), "messages in order, none lost");
+        }
+    });
+    let pad = Value::from("x".repeat(1024));
+    for seq in 1..=MESSAGES {
+        let message = Value::Map(vec![
+            (Value::from("seq"), Value::from(seq)),
+            (Value::from("pad"), pad.clone()),
+        ]);
+        within(
+            "publishing the burst",
+            device.publish("from_burst", &message),
+        )
+        .await
+        .expect("published");
+    }
+    within("the slow reader's 20,000 messages", reading)
+        .await
+        .expect("every message, in order");
+    gw.proc
+        .wait_for_text("client is not reading: dropping its oldest messages")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn other_sites_are_refused() {
     let bp = BackplaneProc::start().await;
     let gw = Gateway::start(&bp, &["-o", "https://pages.example:8443"]).await;
