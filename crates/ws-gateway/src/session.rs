@@ -25,6 +25,10 @@ use crate::server::{Hub, Subscriber};
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// `TCP_NOTSENT_LOWAT` of a client connection: bytes written but not yet
+/// sent beyond which the socket stops taking more.
+const UNSENT_LIMIT: u32 = 128 * 1024;
+
 /// What a client's frame means to the session.
 enum Incoming {
     Text(Utf8Bytes),
@@ -78,6 +82,7 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("client", %peer, id = tracing::field::Empty);
+    tune(&stream);
     async move {
         let deadline = Instant::now() + hub.config.handshake_timeout;
         let upgraded = tokio::select! {
@@ -120,6 +125,24 @@ pub(crate) async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// Socket options of a client connection. Failing to set them only costs
+/// latency or memory, so it is logged, not fatal.
+fn tune(stream: &TcpStream) {
+    // Batches are flushed whole: Nagle's delay would only add latency.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    // The kernel wakes a writer blocked on a full send buffer only once a
+    // third of it has drained: megabytes with an autotuned buffer, which a
+    // page reading steadily but slowly can take longer than the stall grace
+    // to read. Bounding the unsent part instead makes a reading page's
+    // progress visible in small steps, and caps what a stalled page holds in
+    // the kernel, without limiting what is in flight.
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LIMIT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
 }
 
 /// The WebSocket upgrade, refusing other sites' pages with 403.
