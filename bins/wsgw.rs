@@ -55,7 +55,7 @@ struct Args {
     #[argh(option, default = "DEFAULT_CLIENT_QUEUE")]
     queue: usize,
     /// how long a page with a full queue may take to make room before it is
-    /// stalled and loses its oldest messages, in milliseconds (default 250)
+    /// stalled and loses its oldest messages, in milliseconds (default 1000)
     #[argh(option, default = "default_stall_grace_ms()")]
     stall_grace_ms: u64,
     /// pages connected at once (default 256)

@@ -465,6 +465,12 @@ async fn a_stalled_client_delays_no_one() {
     gw.proc
         .wait_for_text("client is not reading: dropping its oldest messages")
         .await;
+    // The stalled client was sent 24 MB; the gateway held a bounded part.
+    let peak = peak_memory_kib(gw.proc.pid());
+    assert!(
+        peak < 24 * 1024,
+        "wsgw's peak memory is {peak} KiB: the stalled client's messages piled up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -508,6 +514,16 @@ async fn a_slow_client_loses_nothing_while_a_stalled_one_is_dropped() {
     gw.proc
         .wait_for_text("client is not reading: dropping its oldest messages")
         .await;
+}
+
+/// A process's peak resident memory (`VmHWM`), in KiB.
+fn peak_memory_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

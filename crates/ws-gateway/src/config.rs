@@ -44,9 +44,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub const DEFAULT_CLIENT_QUEUE: usize = 256;
 /// Default of [`Config::max_clients`].
 pub const DEFAULT_MAX_CLIENTS: usize = 256;
-/// Default of [`Config::stall_grace`]: the backplane's own grace for a full
-/// subscriber.
-pub const DEFAULT_STALL_GRACE: Duration = Duration::from_millis(250);
+/// Default of [`Config::stall_grace`]: 1 s. A page that reads makes room
+/// as the kernel reports its socket writable again, which over loopback
+/// comes in steps of 64 KiB (the MTU): a page sharing a burst with a hundred
+/// others can take a few hundred milliseconds per step on a busy machine.
+pub const DEFAULT_STALL_GRACE: Duration = Duration::from_secs(1);
 
 impl Default for Config {
     fn default() -> Self {
