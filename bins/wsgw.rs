@@ -3,10 +3,13 @@
 mod common;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use argh::FromArgs;
 use banyan_core::ClientConfig;
-use ws_gateway::config::{DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE_SIZE};
+use ws_gateway::config::{
+    DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STALL_GRACE,
+};
 
 /// Connects web pages (such as the OneGPIO pages) to the Banyan bus over
 /// WebSocket: a page's first message {"id": "to_X"} names the topic it
@@ -47,13 +50,24 @@ struct Args {
     /// largest message accepted from a page, in bytes (default 65536)
     #[argh(option, default = "DEFAULT_MAX_MESSAGE_SIZE")]
     max_message_size: usize,
-    /// messages queued for a page that does not read before its oldest are
-    /// dropped (default 256)
+    /// messages queued for one page; when full, the gateway waits for the
+    /// page (default 256)
     #[argh(option, default = "DEFAULT_CLIENT_QUEUE")]
     queue: usize,
+    /// how long a page with a full queue may take to make room before it is
+    /// stalled and loses its oldest messages, in milliseconds (default 1000)
+    #[argh(option, default = "default_stall_grace_ms()")]
+    stall_grace_ms: u64,
     /// pages connected at once (default 256)
     #[argh(option, default = "DEFAULT_MAX_CLIENTS")]
     max_clients: usize,
+}
+
+fn default_stall_grace_ms() -> u64 {
+    DEFAULT_STALL_GRACE
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 #[tokio::main]
@@ -64,6 +78,7 @@ async fn main() -> ExitCode {
         allowed_origins: common::split_list(&args.allow_origin),
         max_message_size: args.max_message_size.max(1),
         client_queue: args.queue.max(1),
+        stall_grace: Duration::from_millis(args.stall_grace_ms),
         max_clients: args.max_clients.max(1),
         held_topics: common::split_list(&args.subscription_list),
         ..ws_gateway::Config::default()

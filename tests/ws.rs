@@ -465,6 +465,65 @@ async fn a_stalled_client_delays_no_one() {
     gw.proc
         .wait_for_text("client is not reading: dropping its oldest messages")
         .await;
+    // The stalled client was sent 24 MB; the gateway held a bounded part.
+    let peak = peak_memory_kib(gw.proc.pid());
+    assert!(
+        peak < 24 * 1024,
+        "wsgw's peak memory is {peak} KiB: the stalled client's messages piled up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_loses_nothing_while_a_stalled_one_is_dropped() {
+    // Unpaced: the publisher outruns the reader, whose queue of 16 is full
+    // most of the time. 20,000 x 1 KiB (20 MB) also fills the stalled
+    // client's socket buffers, then its queue.
+    const MESSAGES: u64 = 20_000;
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &["--queue", "16", "--stall-grace-ms", "1000"]).await;
+    let (device, mut commands) = bus(&bp, &["to_burst"]).await;
+    let _stalled = gw.join("to_burst", &mut commands).await;
+    let mut reader = gw.join("to_burst", &mut commands).await;
+    device
+        .wait_for_subscriber("from_burst")
+        .await
+        .expect("from_burst");
+
+    let reading = tokio::spawn(async move {
+        for expected in 1..=MESSAGES {
+            let got = next_json(&mut reader, "the slow reader's next message").await;
+            assert_eq!(got["seq"], json!(expected), "messages in order, none lost");
+        }
+    });
+    let pad = Value::from("x".repeat(1024));
+    for seq in 1..=MESSAGES {
+        let message = Value::Map(vec![
+            (Value::from("seq"), Value::from(seq)),
+            (Value::from("pad"), pad.clone()),
+        ]);
+        within(
+            "publishing the burst",
+            device.publish("from_burst", &message),
+        )
+        .await
+        .expect("published");
+    }
+    within("the slow reader's 20,000 messages", reading)
+        .await
+        .expect("every message, in order");
+    gw.proc
+        .wait_for_text("client is not reading: dropping its oldest messages")
+        .await;
+}
+
+/// A process's peak resident memory (`VmHWM`), in KiB.
+fn peak_memory_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,10 +15,16 @@ pub struct Config {
     /// bytes. Larger ones close the connection: memory per client stays
     /// bounded.
     pub max_message_size: usize,
-    /// Messages waiting to be written to one client. When a client does not
-    /// read and its queue is full, its oldest message is dropped (and
-    /// counted): a slow client never delays the others.
+    /// Messages waiting to be written to one client. When a client's queue
+    /// is full the gateway stops taking messages from the bus (which then
+    /// holds back its publishers) for up to [`Config::stall_grace`]; a client
+    /// that makes no room within it is stalled, and loses its oldest
+    /// messages (counted) rather than delaying the others again, until it
+    /// catches up.
     pub client_queue: usize,
+    /// How long the gateway waits for a client with a full queue to make
+    /// room before declaring it stalled.
+    pub stall_grace: Duration,
     /// Clients connected at once; connections beyond it are closed at once.
     pub max_clients: usize,
     /// Time a new connection has for its WebSocket upgrade and its id
@@ -38,6 +44,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub const DEFAULT_CLIENT_QUEUE: usize = 256;
 /// Default of [`Config::max_clients`].
 pub const DEFAULT_MAX_CLIENTS: usize = 256;
+/// Default of [`Config::stall_grace`]: 1 s. A page that reads makes room
+/// as the kernel reports its socket writable again, which over loopback
+/// comes in steps of 64 KiB (the MTU): a page sharing a burst with a hundred
+/// others can take a few hundred milliseconds per step on a busy machine.
+pub const DEFAULT_STALL_GRACE: Duration = Duration::from_secs(1);
 
 impl Default for Config {
     fn default() -> Self {
@@ -45,6 +56,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             client_queue: DEFAULT_CLIENT_QUEUE,
+            stall_grace: DEFAULT_STALL_GRACE,
             max_clients: DEFAULT_MAX_CLIENTS,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(1),

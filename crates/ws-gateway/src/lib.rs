@@ -8,8 +8,9 @@
 //! numeric `timestamp` shown as local time). The gateway uses one bus
 //! connection for all its clients; a reply topic is subscribed while it has
 //! clients. It refuses pages of other web sites ([`origin`]), answers bad
-//! input with `{"error": "..."}`, and a client that does not read loses its
-//! own oldest messages without slowing anyone else ([`outbox`]).
+//! input with `{"error": "..."}`, and waits for a client that reads slowly
+//! (holding the bus back, losing nothing) but not for long for one that
+//! does not read at all: that one loses its own oldest messages ([`outbox`]).
 //! `docs/ws-gateway.md` describes the protocol, flags and limits.
 //!
 //! # Example

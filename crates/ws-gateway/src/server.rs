@@ -11,6 +11,7 @@ use banyan_core::{Client, Message, Messages};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -25,6 +26,10 @@ use crate::session;
 /// Pause after a failed `accept` (out of file descriptors, usually), so the
 /// loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Bus messages dispatched in a row before the loop looks at connections
+/// and shutdown again.
+const DISPATCH_BATCH: usize = 256;
 
 /// A client in the routing table: its queue, and its address for the log.
 #[derive(Debug, Clone)]
@@ -88,29 +93,87 @@ impl Hub {
     }
 
     /// Converts a bus message to JSON once and queues the shared text for
-    /// every client of its topic. Never waits.
-    fn dispatch(&self, message: &Message) {
+    /// every client of its topic. Never waits: the clients whose queue is
+    /// full are returned, to be waited for ([`Delivery::settle`]).
+    fn dispatch(&self, message: &Message) -> Option<Delivery> {
         let topic = message.topic();
         if !self.routes().has(topic) {
-            return;
+            return None;
         }
         let text = match protocol::bus_to_json(message.payload()) {
             Ok(text) => Utf8Bytes::from(text),
             Err(e) => {
                 tracing::warn!(topic, error = %e, "bus message not forwarded: it has no JSON form");
-                return;
+                return None;
             }
         };
+        let mut full = Vec::new();
         for subscriber in self.routes().clients(topic) {
-            if subscriber.outbox.push(text.clone()) == Pushed::StartedDropping {
-                tracing::warn!(
-                    client = %subscriber.peer,
-                    topic,
-                    dropped = subscriber.outbox.dropped(),
-                    "client is not reading: dropping its oldest messages"
-                );
+            if subscriber.outbox.push(&text) == Pushed::Full {
+                full.push(subscriber.clone());
             }
         }
+        if full.is_empty() {
+            return None;
+        }
+        Some(Delivery {
+            text,
+            full,
+            deadline: Instant::now() + self.config.stall_grace,
+        })
+    }
+}
+
+/// A bus message some clients could not take yet (their queue was full).
+/// While it is pending the gateway reads nothing more from the bus.
+#[derive(Debug)]
+struct Delivery {
+    text: Utf8Bytes,
+    /// The clients still to be given `text`, in routing order.
+    full: Vec<Subscriber>,
+    /// When the clients still full are declared stalled.
+    deadline: Instant,
+}
+
+impl Delivery {
+    /// Waits until the first client still full has room, or the grace
+    /// period is over.
+    async fn wait(&self) {
+        if let Some(first) = self.full.first() {
+            let _ = tokio::time::timeout_at(self.deadline, first.outbox.room()).await;
+        }
+    }
+
+    /// Gives `text` to every client that has room now. Past the deadline,
+    /// the clients still full are declared stalled and lose their oldest
+    /// message instead. `true` once every client has it.
+    fn settle(&mut self) -> bool {
+        let late = Instant::now() >= self.deadline;
+        self.full.retain(|subscriber| {
+            if subscriber.outbox.push(&self.text) != Pushed::Full {
+                return false;
+            }
+            if !late {
+                return true;
+            }
+            if subscriber.outbox.mark_stalled() {
+                tracing::warn!(
+                    client = %subscriber.peer,
+                    "client is not reading: dropping its oldest messages until it catches up"
+                );
+            }
+            subscriber.outbox.push(&self.text);
+            false
+        });
+        self.full.is_empty()
+    }
+}
+
+/// Completes once a pending delivery can make progress; never without one.
+async fn progress(pending: &Option<Delivery>) {
+    match pending {
+        Some(delivery) => delivery.wait().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -134,6 +197,7 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let mut sessions = JoinSet::new();
     let mut next_client: ClientId = 0;
+    let mut pending: Option<Delivery> = None;
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -153,10 +217,28 @@ pub async fn run(
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            message = messages.recv() => match message {
-                Some(message) => hub.dispatch(&message),
+            message = messages.recv(), if pending.is_none() => match message {
+                Some(message) => {
+                    pending = hub.dispatch(&message);
+                    // What the bus already handed over is dispatched without
+                    // another turn of this loop.
+                    for _ in 1..DISPATCH_BATCH {
+                        if pending.is_some() {
+                            break;
+                        }
+                        match messages.try_recv() {
+                            Some(message) => pending = hub.dispatch(&message),
+                            None => break,
+                        }
+                    }
+                }
                 None => break Err(Error::BusClosed),
             },
+            () = progress(&pending) => {
+                if pending.as_mut().is_some_and(Delivery::settle) {
+                    pending = None;
+                }
+            }
             Some(done) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a client session failed");

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{header, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
@@ -25,9 +25,13 @@ use crate::server::{Hub, Subscriber};
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// `TCP_NOTSENT_LOWAT` of a client connection: bytes written but not yet
+/// sent beyond which the socket stops taking more.
+const UNSENT_LIMIT: u32 = 128 * 1024;
+
 /// What a client's frame means to the session.
 enum Incoming {
-    Text(String),
+    Text(Utf8Bytes),
     /// Bad input, told to the client; `fatal` ones close the connection.
     Bad {
         error: Error,
@@ -43,7 +47,7 @@ enum Incoming {
 
 fn classify(frame: Option<Result<WsMessage, WsError>>) -> Incoming {
     match frame {
-        Some(Ok(WsMessage::Text(text))) => Incoming::Text(text.as_str().to_owned()),
+        Some(Ok(WsMessage::Text(text))) => Incoming::Text(text),
         Some(Ok(WsMessage::Binary(_))) => Incoming::Bad {
             error: Error::BinaryFrame,
             fatal: false,
@@ -78,6 +82,7 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("client", %peer, id = tracing::field::Empty);
+    tune(&stream);
     async move {
         let deadline = Instant::now() + hub.config.handshake_timeout;
         let upgraded = tokio::select! {
@@ -107,6 +112,9 @@ pub(crate) async fn serve(
         .await;
         tracing::info!(reply = %reply, "client joined");
         exchange(&hub, &mut ws, &id, &outbox, &stop).await;
+        // Before leaving the routes: the dispatcher must not wait for a
+        // queue nobody will empty.
+        outbox.close();
         hub.leave(&reply, client).await;
         let dropped = outbox.dropped();
         if dropped > 0 {
@@ -117,6 +125,24 @@ pub(crate) async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// Socket options of a client connection. Failing to set them only costs
+/// latency or memory, so it is logged, not fatal.
+fn tune(stream: &TcpStream) {
+    // Batches are flushed whole: Nagle's delay would only add latency.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    // The kernel wakes a writer blocked on a full send buffer only once a
+    // third of it has drained: megabytes with an autotuned buffer, which a
+    // page reading steadily but slowly can take longer than the stall grace
+    // to read. Bounding the unsent part instead makes a reading page's
+    // progress visible in small steps, and caps what a stalled page holds in
+    // the kernel, without limiting what is in flight.
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LIMIT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
 }
 
 /// The WebSocket upgrade, refusing other sites' pages with 403.
@@ -200,21 +226,26 @@ async fn hello(
 /// The session proper: the client's messages to the bus on `id`, its queue
 /// to the client, until either side ends or the gateway stops.
 async fn exchange(hub: &Hub, ws: &mut Ws, id: &str, outbox: &Outbox, stop: &watch::Receiver<bool>) {
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             () = stopped(stop) => {
                 goodbye(hub, ws, CloseCode::Away, "gateway shutting down").await;
                 return;
             }
-            text = outbox.pop() => {
+            () = outbox.take_all(&mut batch) => {
                 // A client that does not read blocks here, and only here; the
-                // bus side keeps queueing (dropping its oldest) meanwhile.
+                // dispatcher waits for its room for the grace period, then
+                // drops its oldest messages.
                 tokio::select! {
-                    sent = ws.send(WsMessage::Text(text)) => if let Err(e) = sent {
+                    sent = write_batch(ws, &mut batch) => if let Err(e) = sent {
                         tracing::debug!(error = %e, "sending failed");
                         return;
                     },
                     () = stopped(stop) => return,
+                }
+                if let Some(dropped) = outbox.written() {
+                    tracing::info!(dropped, "client caught up");
                 }
             }
             frame = ws.next() => match classify(frame) {
@@ -244,6 +275,15 @@ async fn exchange(hub: &Hub, ws: &mut Ws, id: &str, outbox: &Outbox, stop: &watc
             },
         }
     }
+}
+
+/// Writes every message of `batch` (emptying it), then flushes once: one
+/// write to the socket for many messages, as far as its buffer allows.
+async fn write_batch(ws: &mut Ws, batch: &mut Vec<Utf8Bytes>) -> Result<(), WsError> {
+    for text in batch.drain(..) {
+        ws.feed(WsMessage::Text(text)).await?;
+    }
+    ws.flush().await
 }
 
 /// Logs bad input and tells the client, as `{"error": "..."}`.
