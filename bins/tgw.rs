@@ -63,10 +63,15 @@ struct Args {
     /// allows (default 1048576)
     #[argh(option, default = "1 << 20")]
     max_payload: usize,
-    /// bus messages held for the device while it is away or slow; beyond
-    /// this the oldest are dropped (default 1000)
+    /// bus messages held for the device while it is away or slow; when
+    /// full, a device that is away or stalled loses the oldest, one that
+    /// reads makes the bus wait (default 1000)
     #[argh(option, default = "1000")]
     queue: usize,
+    /// seconds a connected device with a full queue may take no byte before
+    /// it counts as stalled and its oldest messages are dropped (default 1)
+    #[argh(option, default = "Duration::from_secs(1)", from_str_fn(seconds))]
+    slow_device_grace: Duration,
     /// seconds without a frame from the device, or without it taking any
     /// byte, after which it counts as gone and is reconnected (default: off)
     #[argh(option, from_str_fn(seconds))]
@@ -113,6 +118,7 @@ async fn main() -> ExitCode {
         prefix: args.prefix,
         max_payload: args.max_payload,
         queue_capacity: args.queue,
+        slow_device_grace: args.slow_device_grace,
         idle_timeout: args.idle_timeout.filter(|t| !t.is_zero()),
         keepalive: Some(args.keepalive).filter(|t| !t.is_zero()),
         validate: args.validate,

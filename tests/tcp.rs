@@ -299,7 +299,7 @@ async fn reconnects_after_the_device_restarts_and_delivers_the_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_that_never_reads_stalls_nothing_and_memory_stays_bounded() {
-    let mut rig = Rig::start_with(&["--queue", "100"], true).await;
+    let mut rig = Rig::start_with(&["--queue", "100", "--slow-device-grace", "0.2"], true).await;
     let mut device = rig.accept().await;
     // Far more than the socket buffers hold.
     const COUNT: usize = 20_000;
@@ -358,6 +358,35 @@ async fn a_device_that_never_reads_stalls_nothing_and_memory_stays_bounded() {
         COUNT,
         "every message delivered or counted"
     );
+}
+
+/// A device that reads, but slower than a burst from the bus, behind a
+/// queue of 100 and a small socket buffer: the bus waits for it and it gets
+/// every message, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_slower_than_the_bus_loses_nothing() {
+    let mut rig = Rig::start_with(&["--queue", "100"], true).await;
+    let mut device = rig.accept().await;
+    // Far more than the queue and the socket buffers hold.
+    const COUNT: usize = 5_000;
+    for n in 0..COUNT {
+        let mut payload = bin_of_size(250, 0);
+        payload[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+        rig.publish(payload).await;
+    }
+    for expected in 0..COUNT {
+        let payload = read_frame(&mut device, 1).await;
+        let n = u64::from_be_bytes(payload[2..10].try_into().expect("8 bytes")) as usize;
+        assert_eq!(n, expected, "lost or out of order");
+        if expected % 500 == 0 {
+            // The device's pace: slower than the bus, yet never silent for
+            // the grace period (1 s).
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(rig.gw.stop(false).await, Some(0));
+    let line = rig.gw.wait_for_text("gateway stopped").await;
+    assert!(line.contains(" dropped=0 "), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -32,9 +32,17 @@ pub struct Config {
     /// by what the prefix can express. A device announcing more is
     /// disconnected: its stream cannot be resynchronised.
     pub max_payload: usize,
-    /// Bound of the queue of bus messages waiting for the device; when full
-    /// the oldest is dropped (see [`crate::Outbox`]).
+    /// Bound of the queue of bus messages waiting for the device. When full
+    /// while the device is away or stalled, the oldest is dropped; while it
+    /// is connected and reading, the gateway takes nothing more from the bus
+    /// until there is room (see [`crate::Outbox`]).
     pub queue_capacity: usize,
+    /// How long a connected device whose queue is full may take no byte
+    /// before it counts as stalled: the gateway then takes from the bus
+    /// again and drops the oldest queued messages until the device has
+    /// drained its queue. Until then the bus holds its messages back
+    /// (publishers wait, nothing is lost).
+    pub slow_device_grace: Duration,
     /// When set, a device that sends no complete frame for this long, or
     /// whose connection accepts no written byte for this long, counts as
     /// gone: the gateway disconnects and reconnects. Off by default, since a
@@ -85,6 +93,9 @@ impl Default for Config {
             prefix: PrefixWidth::One,
             max_payload: 1 << 20,
             queue_capacity: 1000,
+            // Longer than a TCP retransmission timeout (200 ms at least on
+            // Linux), so one lost segment on a Wi-Fi link is no stall.
+            slow_device_grace: Duration::from_secs(1),
             idle_timeout: None,
             keepalive: Some(Duration::from_secs(30)),
             validate: false,

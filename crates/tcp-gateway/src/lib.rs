@@ -11,7 +11,11 @@
 //!
 //! The gateway reconnects by itself, with capped backoff, when the device
 //! closes, resets or goes silent; bus messages wait meanwhile in a bounded
-//! queue that drops its oldest when full ([`Outbox`]).
+//! queue that drops its oldest when full ([`Outbox`]). While the device is
+//! connected and reading, a full queue holds the bus back instead, so a
+//! slow device loses nothing; one that takes nothing for
+//! [`Config::slow_device_grace`] loses its oldest messages until it catches
+//! up.
 //!
 //! The `tgw` executable parses python-banyan's flags into a [`Config`] and
 //! calls [`subscribe`] and [`run`].
