@@ -200,24 +200,47 @@ impl Gateway {
         tokio::pin!(shutdown);
         let mut outcome = Ok(());
         let mut driver_done = false;
-        // Whether the last message queued may have filled the queue; spares
-        // a look at the queue after most messages.
-        let mut maybe_full = false;
+        let mut reader = Reader {
+            shared: &shared,
+            routes: &routes,
+            format: config.format,
+            chunk: Vec::with_capacity(CHUNK),
+        };
         // When the reader started waiting for room, if it is waiting.
         let mut holding_since: Option<tokio::time::Instant> = None;
         loop {
-            let hold = maybe_full && {
-                let connected = connection.borrow_and_update().is_some();
-                maybe_full = connected && shared.outbox().should_hold();
-                maybe_full
-            };
-            let grace_end = if hold {
-                *holding_since.get_or_insert_with(tokio::time::Instant::now) + config.stall_grace
-            } else {
-                holding_since = None;
-                // Not used: the branch below is off.
-                tokio::time::Instant::now() + config.stall_grace
-            };
+            let room = room_now(&shared, &mut connection);
+            if room == 0 {
+                // Connected, queue full: wait for the driver to make room,
+                // for the connection to change, or for the grace to end.
+                let since = *holding_since.get_or_insert_with(tokio::time::Instant::now);
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    joined = &mut driver => {
+                        driver_done = true;
+                        outcome = joined.unwrap_or(Ok(()));
+                        break;
+                    }
+                    () = shared.room.notified() => {}
+                    _ = connection.changed() => {}
+                    () = tokio::time::sleep_until(since + config.stall_grace) => {
+                        shared.outbox().mark_stalled();
+                        holding_since = None;
+                        warn!(
+                            "the MQTT broker took nothing for {:?}: dropping the oldest \
+                             messages for MQTT until it catches up",
+                            config.stall_grace
+                        );
+                    }
+                }
+                continue;
+            }
+            holding_since = None;
+            if reader.has_staged() {
+                reader.queue(room);
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -226,22 +249,13 @@ impl Gateway {
                     outcome = joined.unwrap_or(Ok(()));
                     break;
                 }
-                // Connected, queue full: wait for the driver to make room,
-                // or for the connection to change, or for the grace to end.
-                () = shared.room.notified(), if hold => {}
-                _ = connection.changed(), if hold => {}
-                () = tokio::time::sleep_until(grace_end), if hold => {
-                    shared.outbox().mark_stalled();
-                    holding_since = None;
-                    warn!(
-                        "the MQTT broker took nothing for {:?}: dropping the oldest messages \
-                         for MQTT until it catches up",
-                        config.stall_grace
-                    );
-                }
-                message = messages.recv(), if !hold => match message {
+                message = messages.recv() => match message {
                     Some(message) => {
-                        maybe_full = forward_to_mqtt(&shared, &routes, config.format, message);
+                        reader.convert(message);
+                        // The connection may have come back while waiting.
+                        let room = room_now(&shared, &mut connection);
+                        reader.take_waiting(messages, room);
+                        reader.queue(room);
                     }
                     None => break,
                 },
@@ -277,51 +291,95 @@ fn stats(shared: &Shared) -> Stats {
     }
 }
 
-/// Converts one bus message and queues it for MQTT; returns whether the
-/// queue may now be full.
-fn forward_to_mqtt(
-    shared: &Shared,
-    routes: &Routes,
+/// The most bus messages the reader converts and queues at a time.
+const CHUNK: usize = 256;
+
+/// How many bus messages may be queued now (see [`Outbox::room`]), at most
+/// [`CHUNK`].
+fn room_now(shared: &Shared, connection: &mut watch::Receiver<Option<u64>>) -> usize {
+    let connected = connection.borrow_and_update().is_some();
+    shared.outbox().room(connected).min(CHUNK)
+}
+
+/// Converts bus messages and queues them for MQTT.
+struct Reader<'a> {
+    shared: &'a Shared,
+    routes: &'a Routes,
     format: PayloadFormat,
-    message: Message,
-) -> bool {
-    let converted = routes.to_mqtt(message.topic()).and_then(|topic| {
-        let payload = codec::bus_to_mqtt(format, &topic, message.payload())?;
-        Ok(Outgoing { topic, payload })
-    });
-    let outgoing = match converted {
-        Ok(outgoing) => outgoing,
-        Err(error) => {
-            let refused = Counters::bump(&shared.counters.refused_from_bus);
-            warn!(
-                bus_topic = message.topic(),
-                refused, "not sent to MQTT: {error}"
-            );
-            return false;
-        }
-    };
-    let (dropped, total, capacity, full) = {
-        let mut outbox = shared.outbox();
-        let dropped = outbox.push(outgoing);
-        (dropped, outbox.dropped(), outbox.len(), outbox.is_full())
-    };
-    shared.queued.notify_one();
-    if dropped {
-        // Every drop is counted; the warnings thin out (1, 2, 4, 8, ...) so a
-        // long outage cannot flood the log.
-        if total.is_power_of_two() {
-            warn!(
-                dropped = total,
-                "the queue for MQTT is full ({capacity}): dropped its oldest message"
-            );
-        } else {
-            debug!(
-                dropped = total,
-                "the queue for MQTT is full ({capacity}): dropped its oldest message"
-            );
+    /// Reused between chunks.
+    chunk: Vec<Outgoing>,
+}
+
+impl Reader<'_> {
+    /// Whether converted messages wait for room in the queue.
+    fn has_staged(&self) -> bool {
+        !self.chunk.is_empty()
+    }
+
+    /// Converts what the bus has already delivered, until `room` messages
+    /// are staged.
+    fn take_waiting(&mut self, messages: &mut Messages, room: usize) {
+        while self.chunk.len() < room {
+            match messages.try_recv() {
+                Some(message) => self.convert(message),
+                None => break,
+            }
         }
     }
-    full
+
+    /// Queues at most `room` of the staged messages, oldest first, taking
+    /// the queue's lock once.
+    fn queue(&mut self, room: usize) {
+        let n = room.min(self.chunk.len());
+        if n == 0 {
+            return;
+        }
+        let (dropped, total, capacity) = {
+            let mut outbox = self.shared.outbox();
+            let before = outbox.dropped();
+            for item in self.chunk.drain(..n) {
+                outbox.push(item);
+            }
+            (
+                outbox.dropped() - before,
+                outbox.dropped(),
+                outbox.capacity(),
+            )
+        };
+        self.shared.queued.notify_one();
+        if dropped > 0 {
+            // Every drop is counted; the warnings thin out (1, 2, 4, 8, ...)
+            // so a long outage cannot flood the log.
+            if (total - dropped + 1..=total).any(u64::is_power_of_two) {
+                warn!(
+                    dropped = total,
+                    "the queue for MQTT is full ({capacity}): dropped its oldest message"
+                );
+            } else {
+                debug!(
+                    dropped = total,
+                    "the queue for MQTT is full ({capacity}): dropped its oldest message"
+                );
+            }
+        }
+    }
+
+    fn convert(&mut self, message: Message) {
+        let converted = self.routes.to_mqtt(message.topic()).and_then(|topic| {
+            let payload = codec::bus_to_mqtt(self.format, &topic, message.payload())?;
+            Ok(Outgoing { topic, payload })
+        });
+        match converted {
+            Ok(outgoing) => self.chunk.push(outgoing),
+            Err(error) => {
+                let refused = Counters::bump(&self.shared.counters.refused_from_bus);
+                warn!(
+                    bus_topic = message.topic(),
+                    refused, "not sent to MQTT: {error}"
+                );
+            }
+        }
+    }
 }
 
 /// The most messages written to the connection between two flushes.
@@ -502,11 +560,17 @@ impl Driver {
         for item in items.by_ref() {
             let mut publish = Publish::from_bytes(item.topic, self.qos, item.payload);
             publish.retain = self.retain;
-            let packet = match state.handle_outgoing_packet(Request::Publish(publish)) {
-                Ok(packet) => packet,
-                Err(error) => {
-                    result = Err(error.into());
-                    break;
+            let packet = if self.qos == QoS::AtMostOnce {
+                // QoS 0 has no session state: no packet id, nothing to
+                // acknowledge.
+                Some(Packet::Publish(publish))
+            } else {
+                match state.handle_outgoing_packet(Request::Publish(publish)) {
+                    Ok(packet) => packet,
+                    Err(error) => {
+                        result = Err(error.into());
+                        break;
+                    }
                 }
             };
             if let Some(packet) = packet {

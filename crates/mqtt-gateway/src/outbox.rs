@@ -3,7 +3,7 @@
 //! Bounded (`--queue`). What happens when it is full depends on the broker:
 //!
 //! * **connected**, merely slower than the bus: the gateway stops taking from
-//!   the bus until there is room ([`Outbox::should_hold`]), so the bus's
+//!   the bus until there is room ([`Outbox::room`]), so the bus's
 //!   back-pressure reaches the publishers and nothing is lost;
 //! * **connected but stalled** (no room made within the grace period): the
 //!   gateway marks the broker stalled ([`Outbox::mark_stalled`]) and drops
@@ -52,11 +52,21 @@ impl Outbox {
         }
     }
 
-    /// Whether the bus reader should wait for room before taking another
-    /// message, while the broker is connected: the queue is full and the
-    /// broker has not been marked stalled.
-    pub fn should_hold(&self) -> bool {
-        self.is_full() && !self.stalled
+    /// How many more messages the bus reader may queue now. While the
+    /// broker is connected and not marked stalled, the free places (0: wait
+    /// for room); otherwise any number, the oldest being dropped beyond the
+    /// bound.
+    pub fn room(&self, connected: bool) -> usize {
+        if connected && !self.stalled {
+            self.capacity.saturating_sub(self.items.len())
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// The bound.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// The broker made no room within the grace period: from now on new
@@ -74,11 +84,6 @@ impl Outbox {
     /// Forgets a stall (a new connection starts afresh).
     pub fn clear_stall(&mut self) {
         self.stalled = false;
-    }
-
-    /// Whether the queue holds as many messages as its bound.
-    pub fn is_full(&self) -> bool {
-        self.items.len() >= self.capacity
     }
 
     /// Takes up to `max` of the oldest messages, appending them to `batch`.
@@ -190,17 +195,18 @@ mod tests {
         let mut outbox = Outbox::new(4);
         for n in 1..=3 {
             outbox.push(item(n));
-            assert!(!outbox.should_hold());
+            assert_eq!(outbox.room(true), 4 - usize::from(n));
         }
         outbox.push(item(4));
-        assert!(outbox.should_hold(), "full: wait for room, lose nothing");
+        assert_eq!(outbox.room(true), 0, "full: wait for room, lose nothing");
+        assert_eq!(outbox.room(false), usize::MAX, "away: drop the oldest");
         let mut batch = Vec::new();
         outbox.take_batch(1, &mut batch);
-        assert!(!outbox.should_hold(), "room again");
+        assert_eq!(outbox.room(true), 1, "room again");
 
         outbox.push(item(5));
         outbox.mark_stalled();
-        assert!(!outbox.should_hold(), "stalled: drop instead of waiting");
+        assert_eq!(outbox.room(true), usize::MAX, "stalled: drop, do not wait");
         assert!(outbox.push(item(6)));
         assert_eq!(outbox.dropped(), 1);
         // Draining to half the bound (2) ends the stall, not before.
