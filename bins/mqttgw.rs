@@ -87,10 +87,14 @@ struct Args {
     /// connect with TLS, trusting the CA certificates of this PEM file
     #[argh(option)]
     ca_file: Option<PathBuf>,
-    /// messages for MQTT held while the broker is away; the oldest is
-    /// dropped beyond it (default 1000)
+    /// messages for MQTT held: while the broker is connected the gateway
+    /// waits for room, while it is away the oldest is dropped (default 1000)
     #[argh(option, default = "1000")]
     queue: usize,
+    /// how long a connected broker may take nothing before the oldest
+    /// messages for it are dropped, in milliseconds (default 1000)
+    #[argh(option, default = "1000")]
+    stall_grace_ms: u64,
     /// longest wait between reconnection attempts, in seconds (default 5)
     #[argh(option, default = "5")]
     reconnect_max: u64,
@@ -150,6 +154,7 @@ fn config(args: &Args) -> Result<Config, String> {
         credentials,
         tls,
         queue_capacity: args.queue,
+        stall_grace: Duration::from_millis(args.stall_grace_ms),
         reconnect_max: Duration::from_secs(args.reconnect_max.max(1)),
         ..defaults
     })

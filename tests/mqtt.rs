@@ -376,6 +376,89 @@ async fn a_broker_restart_loses_nothing_within_the_queue_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_slower_than_the_bus_loses_nothing() {
+    const COUNT: u64 = 20_000;
+    let broker = Mosquitto::start("slower", "allow_anonymous true").await;
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    // A queue of 10 is far smaller than the burst: the bus must wait for
+    // the broker instead of the queue dropping.
+    let s = setup(broker, &["--queue", "10"], "mqtt_network", &[]).await;
+    within(
+        "the gateway's bus subscription",
+        s.bus.wait_for_subscriber("to_mqtt"),
+    )
+    .await
+    .expect("subscribed");
+    for n in 0..COUNT {
+        s.bus
+            .publish("to_mqtt", &Value::from(n))
+            .await
+            .expect("published");
+    }
+    for n in 0..COUNT {
+        let got = peer.recv("every message of the burst, in order").await;
+        assert_eq!(json_of(&got), Value::from(n), "nothing lost, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_is_dropped_for_after_the_grace() {
+    let broker = Mosquitto::start("stalled", "allow_anonymous true").await;
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    let mut s = setup(
+        broker,
+        &[
+            "--format",
+            "msgpack",
+            "--queue",
+            "4",
+            "--stall-grace-ms",
+            "200",
+        ],
+        "mqtt_network",
+        &[],
+    )
+    .await;
+    within(
+        "the gateway's bus subscription",
+        s.bus.wait_for_subscriber("to_mqtt"),
+    )
+    .await
+    .expect("subscribed");
+    // A hung broker reads nothing: once the socket buffers are full
+    // (64 KiB messages fill them quickly), the gateway's queue fills too.
+    s.broker.pause();
+    // 400 messages of 64 KiB (26 MB) are more than the socket buffers
+    // between the two hold.
+    let big = Value::Binary(vec![7; 64 * 1024]);
+    const BURST: usize = 400;
+    for _ in 0..BURST {
+        s.bus.publish("to_mqtt", &big).await.expect("published");
+    }
+    let line = s.gateway.wait_for_text("took nothing for").await;
+    assert!(line.contains("200ms"), "{line}");
+    // From now on the bus is not held: new messages push the oldest out.
+    for _ in 0..8 {
+        s.bus.publish("to_mqtt", &big).await.expect("published");
+    }
+    s.gateway.wait_for_text("dropped its oldest message").await;
+    s.broker.resume();
+    s.bus
+        .publish("to_mqtt", &Value::from("marker"))
+        .await
+        .expect("published");
+    // The newest message survives the drops and arrives once the broker
+    // runs again.
+    for _ in 0..BURST + 9 {
+        let got = peer.recv("the marker after the stall").await;
+        if got.payload[..] == b"\xa6marker"[..] {
+            return;
+        }
+    }
+    panic!("the marker never arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_required_and_a_wrong_password_is_a_clear_error() {
     let dir = temp_dir("passwd");
     let passwords = dir.join("passwords");

@@ -82,6 +82,25 @@ impl Mosquitto {
         self.proc.wait().await;
     }
 
+    /// Stops the broker without ending it (SIGSTOP to its own PID): its
+    /// connections stay open and it reads nothing, like a hung broker.
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.proc.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the broker again with the same config, on the same port.
     pub(crate) async fn restart(&mut self) {
         self.proc = Self::spawn(&self.dir).await;
@@ -108,6 +127,8 @@ impl Peer {
         let id = format!("test-peer-{}", free_port());
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
+        // The gateway's own limit, not rumqttc's default of 10 KiB.
+        options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let (tx, received) = mpsc::unbounded_channel();
         let (ready_tx, mut ready) = mpsc::unbounded_channel();

@@ -61,10 +61,14 @@ pub struct Config {
     pub credentials: Option<Credentials>,
     /// TLS, when the broker needs it.
     pub tls: Option<TlsConfig>,
-    /// Bound of the outage queue: messages for MQTT held while the broker is
-    /// away (and while it is slower than the bus). When full the oldest is
-    /// dropped and counted.
+    /// Bound of the queue of messages for MQTT (see [`crate::outbox`]).
+    /// When full while the broker is connected, the gateway stops taking
+    /// from the bus (losing nothing) for up to `stall_grace`; while the
+    /// broker is away or stalled, the oldest message is dropped and counted.
     pub queue_capacity: usize,
+    /// How long a connected broker may take nothing from a full queue before
+    /// it is treated as stalled and the oldest messages are dropped.
+    pub stall_grace: Duration,
     /// The first wait before reconnecting; it doubles on each failure.
     pub reconnect_min: Duration,
     /// The longest wait between reconnection attempts.
@@ -89,6 +93,7 @@ impl Default for Config {
             credentials: None,
             tls: None,
             queue_capacity: 1000,
+            stall_grace: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
         }

@@ -8,7 +8,9 @@
 //! Topics map to one fixed topic each way, or one to one under a prefix
 //! ([`Routes`]). The gateway survives broker restarts: it reconnects with a
 //! capped backoff, subscribes again, and sends what the bus published
-//! meanwhile from a bounded [outage queue](outbox).
+//! meanwhile from a bounded [queue](outbox); while the broker is connected
+//! and merely slower than the bus, that queue holds the bus back instead of
+//! dropping.
 //!
 //! * [`Config`] ([`config`]): the settings, python's defaults in `Default`;
 //! * [`Routes`] ([`routes`]) and [`codec`]: pure topic and payload mapping;

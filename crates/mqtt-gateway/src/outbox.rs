@@ -1,8 +1,19 @@
-//! The outage queue: what goes to MQTT, held while the broker is away.
+//! The queue of what goes to MQTT, and its policy when full.
 //!
-//! Bounded; when full, the **oldest** message is dropped and counted, so that
-//! after a long outage the broker gets the most recent state. Pure code; the
-//! gateway shares it between tasks behind a mutex.
+//! Bounded (`--queue`). What happens when it is full depends on the broker:
+//!
+//! * **connected**, merely slower than the bus: the gateway stops taking from
+//!   the bus until there is room ([`Outbox::room`]), so the bus's
+//!   back-pressure reaches the publishers and nothing is lost;
+//! * **connected but stalled** (no room made within the grace period): the
+//!   gateway marks the broker stalled ([`Outbox::mark_stalled`]) and drops
+//!   the oldest message for each new one, counted, so that the bus keeps
+//!   going; it waits again only once the queue has drained to half its bound;
+//! * **away** (an outage): the queue holds what the bus publishes meanwhile
+//!   and drops the oldest when full, so that after a long outage the broker
+//!   gets the most recent state.
+//!
+//! Pure code; the gateway shares it between tasks behind a mutex.
 
 use std::collections::VecDeque;
 
@@ -23,6 +34,10 @@ pub struct Outbox {
     items: VecDeque<Outgoing>,
     capacity: usize,
     dropped: u64,
+    /// Set when a connected broker made no room within the grace period;
+    /// cleared once the queue has drained to half its bound, or on a new
+    /// connection.
+    stalled: bool,
 }
 
 impl Outbox {
@@ -33,6 +48,50 @@ impl Outbox {
             items: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
             dropped: 0,
+            stalled: false,
+        }
+    }
+
+    /// How many more messages the bus reader may queue now. While the
+    /// broker is connected and not marked stalled, the free places (0: wait
+    /// for room); otherwise any number, the oldest being dropped beyond the
+    /// bound.
+    pub fn room(&self, connected: bool) -> usize {
+        if connected && !self.stalled {
+            self.capacity.saturating_sub(self.items.len())
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// The bound.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The broker made no room within the grace period: from now on new
+    /// messages push the oldest out instead of waiting, until the queue has
+    /// drained to half its bound.
+    pub fn mark_stalled(&mut self) {
+        self.stalled = true;
+    }
+
+    /// Whether the broker is marked stalled.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Forgets a stall (a new connection starts afresh).
+    pub fn clear_stall(&mut self) {
+        self.stalled = false;
+    }
+
+    /// Takes up to `max` of the oldest messages, appending them to `batch`.
+    pub fn take_batch(&mut self, max: usize, batch: &mut Vec<Outgoing>) {
+        let n = max.min(self.items.len());
+        batch.extend(self.items.drain(..n));
+        if self.stalled && self.items.len() <= self.capacity / 2 {
+            self.stalled = false;
         }
     }
 
@@ -55,7 +114,9 @@ impl Outbox {
 
     /// Takes the oldest message.
     pub fn pop(&mut self) -> Option<Outgoing> {
-        self.items.pop_front()
+        let mut batch = Vec::with_capacity(1);
+        self.take_batch(1, &mut batch);
+        batch.pop()
     }
 
     /// Messages waiting.
@@ -127,6 +188,37 @@ mod tests {
         assert!(outbox.requeue(vec![item(1), item(2)].into_iter()));
         assert_eq!(outbox.dropped(), 1);
         assert_eq!(drain(&mut outbox), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_reader_until_the_broker_is_marked_stalled() {
+        let mut outbox = Outbox::new(4);
+        for n in 1..=3 {
+            outbox.push(item(n));
+            assert_eq!(outbox.room(true), 4 - usize::from(n));
+        }
+        outbox.push(item(4));
+        assert_eq!(outbox.room(true), 0, "full: wait for room, lose nothing");
+        assert_eq!(outbox.room(false), usize::MAX, "away: drop the oldest");
+        let mut batch = Vec::new();
+        outbox.take_batch(1, &mut batch);
+        assert_eq!(outbox.room(true), 1, "room again");
+
+        outbox.push(item(5));
+        outbox.mark_stalled();
+        assert_eq!(outbox.room(true), usize::MAX, "stalled: drop, do not wait");
+        assert!(outbox.push(item(6)));
+        assert_eq!(outbox.dropped(), 1);
+        // Draining to half the bound (2) ends the stall, not before.
+        outbox.take_batch(1, &mut batch);
+        assert!(outbox.is_stalled());
+        outbox.take_batch(1, &mut batch);
+        assert!(!outbox.is_stalled());
+        assert_eq!(
+            batch.iter().map(|o| o.payload[0]).collect::<Vec<_>>(),
+            vec![1, 3, 4]
+        );
+        assert_eq!(drain(&mut outbox), vec![5, 6]);
     }
 
     #[test]
