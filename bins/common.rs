@@ -141,6 +141,24 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Joins the bus as every component does: python's `-b` (`None`: this
+/// machine, hosting a backplane when none runs) and the two ports. A failure
+/// is reported and becomes the exit code to return.
+pub(crate) async fn attach(
+    backplane: &Option<String>,
+    publisher_port: u16,
+    subscriber_port: u16,
+) -> Result<banyan_core::Attached, ExitCode> {
+    let config = banyan_core::ClientConfig {
+        publisher_port,
+        subscriber_port,
+        ..banyan_core::ClientConfig::default()
+    };
+    banyan_core::attach(backplane_address(backplane), config)
+        .await
+        .map_err(fail)
+}
+
 /// Reports a fatal error on stderr and returns the exit code 1.
 pub(crate) fn fail(error: impl std::fmt::Display) -> ExitCode {
     tracing::error!("{error}");

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use banyan_core::monitor::{self, MonitorConfig};
-use banyan_core::ClientConfig;
 
 /// Prints every message on the Banyan bus as `topic payload`.
 #[derive(FromArgs)]
@@ -46,15 +45,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = ClientConfig {
-        publisher_port: args.publisher_port,
-        subscriber_port: args.subscriber_port,
-        ..ClientConfig::default()
-    };
     let mut bus =
-        match banyan_core::attach(common::backplane_address(&args.backplane), config).await {
+        match common::attach(&args.backplane, args.publisher_port, args.subscriber_port).await {
             Ok(bus) => bus,
-            Err(e) => return common::fail(e),
+            Err(code) => return code,
         };
     let mut filters = common::split_list(&args.filter);
     if filters.is_empty() {

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use banyan_core::ClientConfig;
 use mqtt_gateway::{Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig};
 
 /// The environment variable read for the broker password when
@@ -176,20 +175,11 @@ async fn main() -> ExitCode {
         Ok(gateway) => gateway,
         Err(e) => return common::fail(e),
     };
-    let client_config = ClientConfig {
-        publisher_port: args.publisher_port,
-        subscriber_port: args.subscriber_port,
-        ..ClientConfig::default()
-    };
-    let mut bus = match banyan_core::attach(
-        common::backplane_address(&args.backplane),
-        client_config,
-    )
-    .await
-    {
-        Ok(bus) => bus,
-        Err(e) => return common::fail(e),
-    };
+    let mut bus =
+        match common::attach(&args.backplane, args.publisher_port, args.subscriber_port).await {
+            Ok(bus) => bus,
+            Err(code) => return code,
+        };
     if let Err(e) = gateway.subscribe(&bus.client).await {
         bus.close().await;
         return common::fail(e);

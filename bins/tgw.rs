@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use banyan_core::ClientConfig;
 use tcp_gateway::{Config, PrefixWidth};
 
 /// Joins a TCP device (a microcontroller running a TCP server) to the Banyan
@@ -125,15 +124,10 @@ async fn main() -> ExitCode {
         retry_max: args.retry_max,
         ..Config::default()
     };
-    let bus_config = ClientConfig {
-        publisher_port: args.publisher_port,
-        subscriber_port: args.subscriber_port,
-        ..ClientConfig::default()
-    };
     let mut bus =
-        match banyan_core::attach(common::backplane_address(&args.backplane), bus_config).await {
+        match common::attach(&args.backplane, args.publisher_port, args.subscriber_port).await {
             Ok(bus) => bus,
-            Err(e) => return common::fail(e),
+            Err(code) => return code,
         };
     if let Err(e) = tcp_gateway::subscribe(&bus.client, &config).await {
         return common::fail(e);

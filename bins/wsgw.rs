@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use banyan_core::ClientConfig;
 use ws_gateway::config::{
     DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STALL_GRACE,
 };
@@ -96,15 +95,10 @@ async fn main() -> ExitCode {
         Ok(local) => local,
         Err(e) => return common::fail(format!("cannot read the listening address: {e}")),
     };
-    let bus_config = ClientConfig {
-        publisher_port: args.publisher_port,
-        subscriber_port: args.subscriber_port,
-        ..ClientConfig::default()
-    };
     let mut bus =
-        match banyan_core::attach(common::backplane_address(&args.backplane), bus_config).await {
+        match common::attach(&args.backplane, args.publisher_port, args.subscriber_port).await {
             Ok(bus) => bus,
-            Err(e) => return common::fail(e),
+            Err(code) => return code,
         };
     let shutdown = common::shutdown_signal();
     println!("{}", bus.banner(&args.name));
