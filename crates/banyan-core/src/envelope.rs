@@ -37,8 +37,7 @@ impl Message {
         let payload = SCRATCH.with(|scratch| {
             let mut buf = scratch.take();
             buf.clear();
-            // Writing into a Vec cannot fail.
-            let _ = rmpv::encode::write_value(&mut buf, value);
+            encode_into(value, &mut buf);
             let payload = Bytes::copy_from_slice(&buf);
             // Keep a modest buffer for the next message, not a huge one.
             if buf.capacity() <= 64 * 1024 {
@@ -140,9 +139,13 @@ impl FrameReader {
 /// Encodes one value as MessagePack.
 pub fn encode(value: &Value) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
-    // Writing into a Vec cannot fail.
-    let _ = rmpv::encode::write_value(&mut buf, value);
+    encode_into(value, &mut buf);
     buf
+}
+
+fn encode_into(value: &Value, buf: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = rmpv::encode::write_value(buf, value);
 }
 
 /// Decodes bytes that must hold exactly one MessagePack value.

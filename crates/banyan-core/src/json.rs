@@ -71,15 +71,15 @@ pub fn to_display(value: &Value) -> String {
 
 /// Parses JSON text into a MessagePack value by the rules above.
 pub fn from_json(text: &str) -> Result<Value> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value = ValueSeed.deserialize(&mut de).map_err(Error::JsonSyntax)?;
-    de.end().map_err(Error::JsonSyntax)?;
-    untag(value, &mut Path::default())
+    parse(serde_json::Deserializer::from_str(text))
 }
 
 /// Parses JSON bytes (which must be UTF-8) into a MessagePack value.
 pub fn from_json_slice(bytes: &[u8]) -> Result<Value> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    parse(serde_json::Deserializer::from_slice(bytes))
+}
+
+fn parse<'de, R: serde_json::de::Read<'de>>(mut de: serde_json::Deserializer<R>) -> Result<Value> {
     let value = ValueSeed.deserialize(&mut de).map_err(Error::JsonSyntax)?;
     de.end().map_err(Error::JsonSyntax)?;
     untag(value, &mut Path::default())
@@ -249,11 +249,14 @@ fn key_text(key: &Value, path: &Path, mode: Mode) -> Result<String> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+/// Bytes as lower-case hex, for showing what is not text.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Turns `{"$bin": ...}` and `{"$ext": ...}` objects back into bin and ext.

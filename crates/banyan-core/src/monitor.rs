@@ -5,14 +5,13 @@
 //! monitor goes on. With numpy decoding on, msgpack-numpy arrays are shown as
 //! `ndarray(<dtype>, shape [..]) [values]`.
 
-use std::fmt::Write as _;
 use std::io::Write;
 
 use rmpv::Value;
 
 use crate::client::Messages;
 use crate::envelope::Message;
-use crate::json::to_display;
+use crate::json::{hex, to_display};
 
 /// How the monitor shows messages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,15 +62,6 @@ pub fn format_message(message: &Message, config: &MonitorConfig) -> String {
             hex(message.payload())
         ),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// Shows a msgpack-numpy array (`{b'nd': True, b'type': '<i8', b'shape':
