@@ -24,6 +24,7 @@ pub mod codec;
 mod error;
 mod peers;
 pub mod procs;
+mod protocol;
 pub mod report;
 pub mod scenarios;
 pub mod worker;

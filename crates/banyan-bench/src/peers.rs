@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::worker::{emit, go_signal, now_ns, Tally, PROBE_INTERVAL};
+use crate::protocol::{emit, go_signal, now_ns, Tally, PROBE_INTERVAL};
 
 /// Frames written between flushes of a buffered sender.
 const FLUSH_EVERY: u64 = 256;

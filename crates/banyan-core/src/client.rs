@@ -27,7 +27,7 @@
 //! [`Messages`] stream; python components subscribed to everything see them.
 
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,64 +36,10 @@ use bytes::Bytes;
 use rmpv::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backplane::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_PUBLISHER_PORT, DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
-    DEFAULT_SUBSCRIBER_PORT,
-};
-use crate::driver::{self, Command};
+pub use crate::config::ClientConfig;
+use crate::driver::{self, Command, Shared};
 use crate::envelope::Message;
 use crate::error::{Error, Result};
-use crate::wake::Wake;
-
-/// How to reach a backplane.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// The backplane's host name or IP address.
-    pub address: String,
-    /// The backplane's publisher port.
-    pub publisher_port: u16,
-    /// The backplane's subscriber port.
-    pub subscriber_port: u16,
-    /// How long [`Client::connect`] waits for the backplane to answer, and
-    /// [`Client::subscribe`] for its confirmation.
-    pub ready_timeout: Duration,
-    /// ZeroMQ queue bound, in messages, toward the backplane.
-    pub high_water_mark: i32,
-    /// ZeroMQ queue bound, in messages, of what the backplane sends us (see
-    /// [`DEFAULT_SUBSCRIBER_HIGH_WATER_MARK`]).
-    pub receive_high_water_mark: i32,
-    /// Bound of the queue from tasks to the I/O thread, and of the queue of
-    /// received messages not yet taken from [`Messages`].
-    pub queue_capacity: usize,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            address: "127.0.0.1".to_owned(),
-            publisher_port: DEFAULT_PUBLISHER_PORT,
-            subscriber_port: DEFAULT_SUBSCRIBER_PORT,
-            ready_timeout: Duration::from_secs(10),
-            high_water_mark: DEFAULT_HIGH_WATER_MARK,
-            receive_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
-            queue_capacity: 8192,
-        }
-    }
-}
-
-/// State shared by the handles and the I/O thread.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) wake: Wake,
-    /// Set by the I/O thread when it holds a received message the inbox had
-    /// no room for; the reader of [`Messages`] then wakes it.
-    pub(crate) inbox_blocked: AtomicBool,
-    /// Whether the backplane forwards subscriptions (an XPUB backplane), so
-    /// that probes return as subscription notices rather than as messages.
-    pub(crate) forwards_subscriptions: AtomicBool,
-    /// Received messages that were not Banyan messages and were dropped.
-    pub(crate) malformed: AtomicU64,
-}
 
 /// A handle on one connection to the bus. Clone it freely: every clone
 /// publishes and subscribes through the same sockets.
@@ -128,12 +74,7 @@ impl Client {
     /// Fails with [`Error::BackplaneUnreachable`] when nothing answers within
     /// [`ClientConfig::ready_timeout`].
     pub async fn connect(config: &ClientConfig) -> Result<(Client, Messages)> {
-        let shared = Arc::new(Shared {
-            wake: Wake::new()?,
-            inbox_blocked: AtomicBool::new(false),
-            forwards_subscriptions: AtomicBool::new(false),
-            malformed: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new()?);
         let capacity = config.queue_capacity.max(1);
         let (commands, command_rx) = mpsc::channel(capacity);
         // Received messages travel in batches of up to driver::BATCH.

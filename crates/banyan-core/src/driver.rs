@@ -11,18 +11,44 @@
 //! [`Client`]: crate::Client
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backplane::endpoint;
-use crate::client::{ClientConfig, Shared};
+use crate::config::ClientConfig;
 use crate::envelope::{FrameReader, Message};
 use crate::error::{Error, Result};
 use crate::topic::{is_probe, probe_topic, Upstream};
+use crate::wake::Wake;
 use crate::zmq_ext::set_xpub_nodrop;
+
+/// State shared by the handles and the I/O thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) wake: Wake,
+    /// Set by the I/O thread when it holds a received message the inbox had
+    /// no room for; the reader of [`Messages`](crate::Messages) then wakes it.
+    pub(crate) inbox_blocked: AtomicBool,
+    /// Whether the backplane forwards subscriptions (an XPUB backplane), so
+    /// that probes return as subscription notices rather than as messages.
+    pub(crate) forwards_subscriptions: AtomicBool,
+    /// Received messages that were not Banyan messages and were dropped.
+    pub(crate) malformed: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Result<Shared> {
+        Ok(Shared {
+            wake: Wake::new()?,
+            inbox_blocked: AtomicBool::new(false),
+            forwards_subscriptions: AtomicBool::new(false),
+            malformed: AtomicU64::new(0),
+        })
+    }
+}
 
 /// Work handed to the I/O thread.
 #[derive(Debug)]

@@ -62,6 +62,7 @@
 pub mod attach;
 pub mod backplane;
 pub mod client;
+mod config;
 mod driver;
 pub mod envelope;
 pub mod error;
