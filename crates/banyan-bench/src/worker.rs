@@ -6,7 +6,7 @@
 //! "ready", ...}` once it can take load, `{"event": "probed"}` once a probe
 //! crossed the path under test, and one `{"event": "result", ...}` at the
 //! end. A sending worker that probes repeats a probe every
-//! [`PROBE_INTERVAL`](crate::protocol::PROBE_INTERVAL) until a line arrives on its stdin (the go signal), so
+//! probe interval (5 ms) until a line arrives on its stdin (the go signal), so
 //! that no measured message is sent before the whole path is open.
 
 use std::time::Instant;
