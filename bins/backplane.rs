@@ -1,13 +1,13 @@
 //! `backplane`: the Banyan message forwarder (python-banyan's `backplane`).
 
-mod common;
-
 use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
+use banyan::cli::{self, Alias, Spec};
 use banyan_core::backplane::{
-    BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
+    BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_SLOW_SUBSCRIBER_GRACE,
+    DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
 };
 use banyan_core::Backplane;
 
@@ -36,18 +36,32 @@ struct Args {
     #[argh(option, default = "DEFAULT_SUBSCRIBER_HIGH_WATER_MARK")]
     subscriber_high_water_mark: i32,
     /// how long a subscriber whose queue is full may take to make room
-    /// before it misses messages, in milliseconds (default 250)
-    #[argh(option, default = "250")]
-    slow_subscriber_grace_ms: u64,
+    /// before it misses messages: seconds, or a number with a unit (default
+    /// 250ms)
+    #[argh(
+        option,
+        default = "DEFAULT_SLOW_SUBSCRIBER_GRACE",
+        from_str_fn(cli::duration)
+    )]
+    stall_grace: Duration,
     /// accepted for python-banyan compatibility and ignored (default 0.001)
     #[argh(option, short = 't', default = "0.001")]
     loop_time: f64,
 }
 
+const SPEC: Spec = Spec {
+    multi: &[],
+    aliases: &[Alias {
+        old: "--slow-subscriber-grace-ms",
+        new: "--stall-grace",
+        unit: "ms",
+    }],
+};
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args: Args = common::parse(&[]);
-    common::init_logging();
+    let args: Args = cli::parse(&SPEC);
+    cli::init_logging();
     let _ = args.loop_time;
     let config = BackplaneConfig {
         bind_address: args.address,
@@ -55,12 +69,12 @@ async fn main() -> ExitCode {
         subscriber_port: args.subscriber_port,
         high_water_mark: args.high_water_mark,
         subscriber_high_water_mark: args.subscriber_high_water_mark,
-        slow_subscriber_grace: Duration::from_millis(args.slow_subscriber_grace_ms),
+        slow_subscriber_grace: args.stall_grace,
     };
-    let shutdown = common::shutdown_signal();
+    let shutdown = cli::cancel_on_signal();
     let backplane = match Backplane::bind(&config) {
         Ok(backplane) => backplane,
-        Err(e) => return common::fail(e),
+        Err(e) => return cli::fail(e),
     };
     let name = if args.name.is_empty() {
         String::new()
@@ -79,7 +93,7 @@ async fn main() -> ExitCode {
         backplane.subscriber_port(),
         backplane.publisher_port(),
     );
-    shutdown.await;
+    shutdown.cancelled().await;
     let stats = tokio::task::spawn_blocking(move || backplane.shutdown())
         .await
         .unwrap_or_default();

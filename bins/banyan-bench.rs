@@ -1,14 +1,13 @@
 //! `banyan-bench`: benchmarks of the bus and the gateways (see
 //! docs/benchmarks.md).
 
-mod common;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
+use banyan::cli::{self, Spec};
 use banyan_bench::{chart, read_records, report, scenarios, Config, Scenario};
 
 /// Benchmarks of the Banyan bus and gateways, next to bare ZeroMQ, mosquitto
@@ -98,8 +97,8 @@ struct WorkerArgs {
 }
 
 fn main() -> ExitCode {
-    let args: Args = common::parse(&[]);
-    common::init_logging();
+    let args: Args = cli::parse(&Spec::default());
+    cli::init_logging();
     let result = match args.command {
         Sub::Worker(worker) => banyan_bench::worker::run(&worker.role),
         Sub::Chart(args) => draw(&args),
@@ -107,7 +106,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => common::fail(e),
+        Err(e) => cli::fail(e),
     }
 }
 

@@ -308,7 +308,7 @@ async fn a_device_that_never_reads_stalls_nothing_and_memory_stays_bounded() {
         payload[2..10].copy_from_slice(&(n as u64).to_be_bytes());
         rig.publish(payload).await;
     }
-    rig.gw.wait_for_text("dropping the oldest").await;
+    rig.gw.wait_for_text("dropping its oldest messages").await;
 
     // The other direction still flows.
     device
@@ -345,7 +345,7 @@ async fn a_device_that_never_reads_stalls_nothing_and_memory_stays_bounded() {
     // Every message before the newest was delivered or dropped: the final
     // count adds up.
     assert_eq!(rig.gw.stop(false).await, Some(0));
-    let line = rig.gw.wait_for_text("gateway stopped").await;
+    let line = rig.gw.wait_for_text("stopped: ").await;
     let dropped: usize = line
         .split(" dropped=")
         .nth(1)
@@ -385,7 +385,7 @@ async fn a_device_slower_than_the_bus_loses_nothing() {
         }
     }
     assert_eq!(rig.gw.stop(false).await, Some(0));
-    let line = rig.gw.wait_for_text("gateway stopped").await;
+    let line = rig.gw.wait_for_text("stopped: ").await;
     assert!(line.contains(" dropped=0 "), "{line}");
 }
 

@@ -19,6 +19,21 @@ pub const MAX_PACKET_SIZE: usize = 1024 * 1024;
 /// Room kept in a packet for the fixed header, topic length and packet id.
 const PACKET_OVERHEAD: usize = 16;
 
+/// One MQTT publication waiting to be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The MQTT topic.
+    pub topic: String,
+    /// The MQTT payload.
+    pub payload: Bytes,
+}
+
+impl banyan_gateway::Weigh for Outgoing {
+    fn weight(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
 /// What MQTT payloads are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

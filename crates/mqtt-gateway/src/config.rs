@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use banyan_gateway::{QueuePolicy, Reconnect};
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 pub use rumqttc::QoS;
@@ -55,25 +56,28 @@ pub struct Config {
     pub retain: bool,
     /// The MQTT client id (default `mqttgw-<process id>`).
     pub client_id: String,
-    /// MQTT keepalive (60 s; zero turns it off).
-    pub keep_alive: Duration,
+    /// MQTT keepalive (60 s; `None` turns it off, `--keepalive 0`). At least
+    /// one second.
+    pub keep_alive: Option<Duration>,
     /// Broker credentials.
     pub credentials: Option<Credentials>,
     /// TLS, when the broker needs it.
     pub tls: Option<TlsConfig>,
-    /// Bound of the queue of messages for MQTT (see [`crate::outbox`]).
-    /// When full while the broker is connected, the gateway stops taking
-    /// from the bus (losing nothing) for up to `stall_grace`; while the
-    /// broker is away or stalled, the oldest message is dropped and counted.
-    pub queue_capacity: usize,
-    /// How long a connected broker may take nothing from a full queue before
-    /// it is treated as stalled and the oldest messages are dropped.
-    pub stall_grace: Duration,
-    /// The first wait before reconnecting; it doubles on each failure.
-    pub reconnect_min: Duration,
-    /// The longest wait between reconnection attempts.
-    pub reconnect_max: Duration,
+    /// The queue of messages for MQTT (`--queue`, `--queue-bytes`,
+    /// `--stall-grace`). When full while the broker is connected, the
+    /// gateway stops taking from the bus (losing nothing) for up to the
+    /// stall grace; while the broker is away or stalled, the oldest message
+    /// is dropped and counted (see [`banyan_gateway::outbox`]).
+    pub queue: QueuePolicy,
+    /// Waits between connection attempts (`--reconnect-min`,
+    /// `--reconnect-max`).
+    pub reconnect: Reconnect,
 }
+
+/// Default of [`Config::queue`]: 1,000 messages, 8 MiB.
+pub const DEFAULT_QUEUE: QueuePolicy = QueuePolicy::new(1000, 8 << 20);
+/// Default of [`Config::keep_alive`]: 60 s, as python's `mgw`.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 impl Default for Config {
     fn default() -> Self {
@@ -89,13 +93,11 @@ impl Default for Config {
             qos: QoS::AtMostOnce,
             retain: false,
             client_id: format!("mqttgw-{}", std::process::id()),
-            keep_alive: Duration::from_secs(60),
+            keep_alive: Some(DEFAULT_KEEP_ALIVE),
             credentials: None,
             tls: None,
-            queue_capacity: 1000,
-            stall_grace: Duration::from_secs(1),
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
+            queue: DEFAULT_QUEUE,
+            reconnect: Reconnect::default(),
         }
     }
 }
@@ -114,11 +116,8 @@ impl Config {
 
     /// The MQTT client settings (reads the CA file when TLS is on).
     pub fn mqtt_options(&self) -> Result<MqttOptions> {
-        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+        if self.keep_alive.is_some_and(|k| k < Duration::from_secs(1)) {
             return Err(Error::KeepAlive);
-        }
-        if self.queue_capacity == 0 {
-            return Err(Error::QueueBound);
         }
         let mut options = MqttOptions::new(
             self.client_id.clone(),
@@ -126,7 +125,8 @@ impl Config {
             self.broker_port,
         );
         options
-            .set_keep_alive(self.keep_alive)
+            // rumqttc takes zero for "no keepalive".
+            .set_keep_alive(self.keep_alive.unwrap_or(Duration::ZERO))
             // A new session each time: the gateway resubscribes and resends
             // from its own outage queue, which survives any broker restart.
             .set_clean_session(true)
@@ -182,12 +182,7 @@ mod tests {
     #[test]
     fn bad_numbers_are_refused() {
         let config = Config {
-            queue_capacity: 0,
-            ..Config::default()
-        };
-        assert!(matches!(config.mqtt_options(), Err(Error::QueueBound)));
-        let config = Config {
-            keep_alive: Duration::from_millis(500),
+            keep_alive: Some(Duration::from_millis(500)),
             ..Config::default()
         };
         assert!(matches!(config.mqtt_options(), Err(Error::KeepAlive)));

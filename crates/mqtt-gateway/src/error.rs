@@ -52,10 +52,6 @@ pub enum Error {
     #[error("a keepalive must be 0 (off) or at least 1 second")]
     KeepAlive,
 
-    /// The outage queue bound is 0.
-    #[error("the outage queue must hold at least one message")]
-    QueueBound,
-
     /// The CA file could not be read.
     #[error("cannot read the CA file {path}: {source}")]
     CaFile {
@@ -132,6 +128,11 @@ pub enum Error {
         /// The bus topic it maps to.
         bus_topic: String,
     },
+
+    /// A shared setting is invalid, or the gateway's bus stream ended (the
+    /// gateway kit).
+    #[error(transparent)]
+    Kit(#[from] banyan_gateway::Error),
 
     /// The bus failed.
     #[error("bus: {0}")]

@@ -8,9 +8,11 @@
 //! Topics map to one fixed topic each way, or one to one under a prefix
 //! ([`Routes`]). The gateway survives broker restarts: it reconnects with a
 //! capped backoff, subscribes again, and sends what the bus published
-//! meanwhile from a bounded [queue](outbox); while the broker is connected
-//! and merely slower than the bus, that queue holds the bus back instead of
-//! dropping.
+//! meanwhile from a bounded queue; while the broker is connected and merely
+//! slower than the bus, that queue holds the bus back instead of dropping.
+//! The queue, the intake from the bus, the backoff, shutdown and counters
+//! are the gateway kit's ([`banyan_gateway`]); this crate adds MQTT packets,
+//! topic routes and payload conversion.
 //!
 //! * [`Config`] ([`config`]): the settings, python's defaults in `Default`;
 //! * [`Routes`] ([`routes`]) and [`codec`]: pure topic and payload mapping;
@@ -41,31 +43,33 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use banyan_gateway::{Bus, CancellationToken, Gateway as _};
 //! use mqtt_gateway::{Config, Gateway};
 //!
-//! let mut bus = banyan_core::attach(None, banyan_core::ClientConfig::default()).await?;
+//! let bus = banyan_core::attach(None, banyan_core::ClientConfig::default()).await?;
 //! let gateway = Gateway::new(Config::default())?;
 //! gateway.subscribe(&bus.client).await?;
-//! // Any future ends it; `mqttgw` passes SIGINT/SIGTERM.
-//! let shutdown = tokio::time::sleep(std::time::Duration::from_secs(3600));
+//! // Cancelling the token ends it; `mqttgw` cancels on SIGINT/SIGTERM.
+//! let token = CancellationToken::new();
+//! let closer = bus.client.clone();
 //! let stats = gateway
-//!     .run(bus.client.clone(), &mut bus.messages, shutdown)
+//!     .run(Bus { client: bus.client, messages: bus.messages }, token)
 //!     .await?;
 //! println!("{} messages sent to MQTT", stats.to_mqtt);
-//! bus.close().await;
+//! closer.close().await?;
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod codec;
 pub mod config;
+mod connection;
 pub mod error;
 pub mod gateway;
-pub mod outbox;
 pub mod routes;
 pub mod tls;
 
-pub use codec::PayloadFormat;
+pub use codec::{Outgoing, PayloadFormat};
 pub use config::{Config, Credentials, QoS};
 pub use error::{Error, Result};
 pub use gateway::{Gateway, Stats};

@@ -1,7 +1,9 @@
-//! What the gateway is told to do: a validated configuration with
-//! python-banyan's defaults.
+//! What the gateway is told to do: a configuration with python-banyan's
+//! defaults, validated by [`crate::Gateway::new`].
 
 use std::time::Duration;
+
+use banyan_gateway::{QueuePolicy, Reconnect};
 
 use crate::framing::{Framing, PrefixWidth};
 
@@ -13,6 +15,12 @@ pub const DEFAULT_TOPIC: &str = "figura";
 pub const DEFAULT_PUBLISH_TOPIC: &str = "from_pico";
 /// python-banyan's default name in the banner.
 pub const DEFAULT_NAME: &str = "TcpGateway";
+/// Default of [`Config::queue`]: 1,000 messages, 8 MiB.
+pub const DEFAULT_QUEUE: QueuePolicy = QueuePolicy::new(1000, 8 << 20);
+/// Default of [`Config::max_payload`]: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+/// Default of [`Config::keepalive`]: 30 s.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// The configuration of one gateway.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,45 +29,37 @@ pub struct Config {
     pub server: String,
     /// The device's TCP port (`-n`).
     pub port: u16,
-    /// Bus topic prefixes forwarded to the device (`-g`). The client must be
-    /// subscribed to them (see [`crate::subscribe`]).
+    /// Bus topic prefixes forwarded to the device (`-g`); at least one.
     pub topics: Vec<String>,
     /// Bus topic on which what the device sends is published (`-e`).
     pub publish_topic: String,
-    /// Width of the length prefix in both directions.
+    /// Width of the length prefix in both directions (`--prefix`).
     pub prefix: PrefixWidth,
     /// Largest payload accepted from the device or sent to it, also bounded
-    /// by what the prefix can express. A device announcing more is
-    /// disconnected: its stream cannot be resynchronised.
+    /// by what the prefix can express (`--max-payload`). A device announcing
+    /// more is disconnected: its stream cannot be resynchronised.
     pub max_payload: usize,
-    /// Bound of the queue of bus messages waiting for the device. When full
-    /// while the device is away or stalled, the oldest is dropped; while it
-    /// is connected and reading, the gateway takes nothing more from the bus
-    /// until there is room (see [`crate::Outbox`]).
-    pub queue_capacity: usize,
-    /// How long a connected device whose queue is full may take no byte
-    /// before it counts as stalled: the gateway then takes from the bus
-    /// again and drops the oldest queued messages until the device has
-    /// drained its queue. Until then the bus holds its messages back
-    /// (publishers wait, nothing is lost).
-    pub slow_device_grace: Duration,
+    /// The queue toward the device (`--queue`, `--queue-bytes`,
+    /// `--stall-grace`): while the device is connected and reading, a full
+    /// queue holds the bus back; while it is away or stalled, the oldest
+    /// message is dropped (see [`banyan_gateway::outbox`]).
+    pub queue: QueuePolicy,
+    /// Waits between connection attempts (`--reconnect-min`,
+    /// `--reconnect-max`).
+    pub reconnect: Reconnect,
     /// When set, a device that sends no complete frame for this long, or
     /// whose connection accepts no written byte for this long, counts as
-    /// gone: the gateway disconnects and reconnects. Off by default, since a
-    /// device may only listen.
+    /// gone: the gateway disconnects and reconnects (`--idle-timeout`). Off
+    /// by default, since a device may only listen.
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive idle time: the OS probes a quiet connection after this
     /// long and drops it when the device does not answer (a device that lost
-    /// power). `None` turns keepalive off.
+    /// power). `None` turns keepalive off (`--keepalive 0`).
     pub keepalive: Option<Duration>,
     /// Check that each frame from the device is one valid MessagePack value
-    /// before publishing it; an invalid one is logged and not published.
-    /// Off by default (python-banyan passes bytes through).
+    /// before publishing it; an invalid one is logged and not published
+    /// (`--validate`). Off by default (python-banyan passes bytes through).
     pub validate: bool,
-    /// The first delay before reconnecting; it doubles on each failure.
-    pub retry_initial: Duration,
-    /// The longest delay between connection attempts.
-    pub retry_max: Duration,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
     /// At shutdown, how long queued messages may take to reach the device
@@ -91,16 +91,12 @@ impl Default for Config {
             topics: vec![DEFAULT_TOPIC.to_owned()],
             publish_topic: DEFAULT_PUBLISH_TOPIC.to_owned(),
             prefix: PrefixWidth::One,
-            max_payload: 1 << 20,
-            queue_capacity: 1000,
-            // Longer than a TCP retransmission timeout (200 ms at least on
-            // Linux), so one lost segment on a Wi-Fi link is no stall.
-            slow_device_grace: Duration::from_secs(1),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            queue: DEFAULT_QUEUE,
+            reconnect: Reconnect::default(),
             idle_timeout: None,
-            keepalive: Some(Duration::from_secs(30)),
+            keepalive: Some(DEFAULT_KEEPALIVE),
             validate: false,
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(1),
         }

@@ -21,7 +21,15 @@ pub enum Error {
     #[error("no bus topic to forward to the device (-g)")]
     NoTopics,
 
+    /// A shared setting is invalid, or the gateway's bus stream ended (the
+    /// gateway kit).
+    #[error(transparent)]
+    Kit(#[from] banyan_gateway::Error),
+
     /// The bus (banyan-core) failed.
     #[error("bus: {0}")]
     Bus(#[from] banyan_core::Error),
 }
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,167 +1,199 @@
-//! The gateway's life: connect to the device with backoff, run a session,
-//! reconnect when it ends, and keep queueing bus messages throughout.
+//! The gateway's life: the bus intake fills the device's queue throughout;
+//! the connection side dials the device with backoff, runs a session, and
+//! dials again when it ends.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use banyan_core::{Client, Messages};
+use banyan_core::{Client, Message};
+use banyan_gateway::outbox::Peer;
+use banyan_gateway::{intake, Backoff, Bus, CancellationToken, Outbox, Tasks, ToOne};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::error::Error;
-use crate::session::{self, Shared};
-use crate::stats::Report;
+use crate::error::{Error, Result};
+use crate::session::{self, End};
+use crate::stats::{Counters, Stats};
 
-/// Subscribes `client` to every topic of [`Config::topics`]; call it before
-/// announcing readiness and before [`run`]. Fails with [`Error::NoTopics`]
-/// when there are none.
-pub async fn subscribe(client: &Client, config: &Config) -> Result<(), Error> {
-    if config.topics.is_empty() {
-        return Err(Error::NoTopics);
-    }
-    for topic in &config.topics {
-        client.subscribe(topic).await?;
-    }
-    Ok(())
+/// A configured TCP gateway, ready to run.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
 }
 
-/// Runs the gateway until `shutdown` completes or the bus closes.
-///
-/// `messages` are the bus messages to forward (the client subscribed with
-/// [`subscribe`]); `client` publishes what the device sends. The device is
-/// connected to, and reconnected to, with backoff; bus messages received
-/// while it is away wait in the bounded queue ([`crate::Outbox`]).
-/// Returns what was done.
-pub async fn run(
-    config: &Config,
-    client: &Client,
-    messages: &mut Messages,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Report, Error> {
-    if config.topics.is_empty() {
-        return Err(Error::NoTopics);
+impl Gateway {
+    /// Validates `config`: at least one bus topic, non-zero queue bounds, a
+    /// reconnection range whose first wait is not past its longest.
+    pub fn new(config: Config) -> Result<Gateway> {
+        if config.topics.is_empty() {
+            return Err(Error::NoTopics);
+        }
+        config.queue.validate()?;
+        config.reconnect.validate()?;
+        Ok(Gateway { config })
     }
-    let shared = Shared::new(config.queue_capacity);
-    let address = config.server_address();
-    let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
-    tokio::pin!(shutdown);
-    tracing::info!(
-        device = %address,
-        topics = ?config.topics,
-        publish = %config.publish_topic,
-        prefix = %config.prefix,
-        "waiting to connect to the device"
-    );
-    let mut delay = Duration::ZERO;
-    loop {
-        let Some(stream) = connect(
-            config,
-            &address,
-            &mut backoff,
-            delay,
-            messages,
-            &shared,
-            shutdown.as_mut(),
-        )
-        .await
-        else {
-            break;
-        };
-        shared.stats.add_connection();
-        let (waiting, dropped) = shared.take_report();
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl banyan_gateway::Gateway for Gateway {
+    type Stats = Stats;
+    type Error = Error;
+
+    /// Subscribes `bus` to every topic of [`Config::topics`].
+    async fn subscribe(&self, bus: &Client) -> Result<()> {
+        for topic in &self.config.topics {
+            bus.subscribe(topic).await?;
+        }
+        Ok(())
+    }
+
+    fn banner(&self) -> Vec<String> {
+        vec![format!(
+            "TCP device at {} (prefix {} byte{})",
+            self.config.server_address(),
+            self.config.prefix,
+            if self.config.prefix.bytes() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        )]
+    }
+
+    /// Forwards between the bus and the device until `token` is cancelled:
+    /// bus messages on the topics are queued for the device all along (while
+    /// it is away too), the device is dialled and re-dialled with backoff,
+    /// and at the end what is queued is flushed to it (for at most
+    /// [`Config::flush_timeout`]).
+    async fn run(self, bus: Bus, token: CancellationToken) -> Result<Stats> {
+        let Bus {
+            client,
+            mut messages,
+        } = bus;
+        let config = Arc::new(self.config);
+        let counters = Counters::default();
+        // What the queue logs, and every connection's log, is the device's.
+        let span = tracing::info_span!("device", addr = %config.server_address());
+        let outbox = span.in_scope(|| {
+            Arc::new(Outbox::new(
+                config.queue,
+                Peer::Away,
+                counters.dropped.clone(),
+            ))
+        });
+        let tasks = Tasks::new(&token);
+        tasks.spawn("bus intake", {
+            let mut route = ToOne::new(outbox.clone(), Some::<Message>);
+            let grace = config.queue.stall_grace;
+            let token = tasks.token().clone();
+            async move { Ok(intake::run(&mut messages, &mut route, grace, &token).await?) }
+        });
+        tasks.spawn("device", {
+            let device = Device {
+                config: config.clone(),
+                client,
+                outbox: outbox.clone(),
+                counters: counters.clone(),
+            };
+            let token = tasks.token().clone();
+            async move { device.run(&token).await }.instrument(span)
+        });
+        tasks.wait().await?;
+        Ok(counters.snapshot())
+    }
+}
+
+/// The connection side: dials the device and runs one session at a time.
+struct Device {
+    config: Arc<Config>,
+    client: Client,
+    outbox: Arc<Outbox<Message>>,
+    counters: Counters,
+}
+
+impl Device {
+    async fn run(&self, token: &CancellationToken) -> Result<()> {
+        let config = &*self.config;
+        let address = config.server_address();
+        let mut backoff = Backoff::new(config.reconnect);
         tracing::info!(
             device = %address,
-            queued = waiting,
-            dropped_while_away = dropped,
-            "connected"
+            topics = ?config.topics,
+            publish = %config.publish_topic,
+            prefix = %config.prefix,
+            "waiting to connect to the device"
         );
-        let started = Instant::now();
-        let span = tracing::info_span!("device", addr = %address);
-        let end = session::run(stream, config, client, messages, &shared, shutdown.as_mut())
-            .instrument(span)
-            .await;
-        if !end.reconnect() {
-            tracing::info!(device = %address, "disconnected: {end}");
-            break;
-        }
-        // A connection that lasted starts the backoff over; one that the
-        // device drops at once keeps growing it, so a crash loop cannot spin.
-        if started.elapsed() >= config.retry_max {
-            backoff.reset();
-        }
-        delay = backoff.next_delay();
-        tracing::warn!(device = %address, "disconnected: {end}; reconnecting in {delay:?}");
-    }
-    let report = shared.stats.report();
-    let (waiting, _) = shared.take_report();
-    tracing::info!(
-        to_device = report.to_device,
-        from_device = report.from_device,
-        dropped = report.dropped,
-        too_large = report.too_large,
-        invalid = report.invalid,
-        undelivered = waiting,
-        "gateway stopped"
-    );
-    Ok(report)
-}
-
-/// Waits `delay`, then tries to connect until it succeeds, queueing bus
-/// messages all along. `None` when shutdown came first or the bus closed.
-async fn connect<F: Future<Output = ()>>(
-    config: &Config,
-    address: &str,
-    backoff: &mut Backoff,
-    mut delay: Duration,
-    messages: &mut Messages,
-    shared: &Shared,
-    mut shutdown: Pin<&mut F>,
-) -> Option<TcpStream> {
-    let mut failures = 0u64;
-    loop {
-        let wait = delay;
-        let attempt = async move {
-            tokio::time::sleep(wait).await;
-            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(address)).await {
-                Ok(result) => result,
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", config.connect_timeout),
-                )),
-            }
-        };
-        tokio::pin!(attempt);
-        let result = loop {
-            tokio::select! {
-                result = &mut attempt => break result,
-                message = messages.recv() => match message {
-                    Some(message) => shared.queue(message),
-                    None => {
-                        tracing::info!("the bus connection closed");
-                        return None;
+        let mut delay = Duration::ZERO;
+        let mut failures = 0u64;
+        loop {
+            let stream = tokio::select! {
+                () = token.cancelled() => break,
+                attempt = self.connect(&address, delay) => attempt,
+            };
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    failures += 1;
+                    delay = backoff.next_delay();
+                    // The first failure is news; the retries that follow are not.
+                    if failures == 1 {
+                        tracing::info!(device = %address, "cannot connect: {e}; retrying (at most every {:?})", config.reconnect.max);
+                    } else {
+                        tracing::debug!(device = %address, failures, "cannot connect: {e}; next try in {delay:?}");
                     }
-                },
-                () = &mut shutdown => return None,
-            }
-        };
-        match result {
-            Ok(stream) => {
-                prepare(&stream, config);
-                return Some(stream);
-            }
-            Err(e) => {
-                failures += 1;
-                delay = backoff.next_delay();
-                // The first failure is news; the retries that follow are not.
-                if failures == 1 {
-                    tracing::info!(device = %address, "cannot connect: {e}; retrying (at most every {:?})", config.retry_max);
-                } else {
-                    tracing::debug!(device = %address, failures, "cannot connect: {e}; next try in {delay:?}");
+                    continue;
+                }
+            };
+            failures = 0;
+            prepare(&stream, config);
+            self.counters.connections.inc();
+            backoff.connected();
+            self.outbox.set_peer(Peer::Connected);
+            tracing::info!(device = %address, queued = self.outbox.len(), "connected");
+            let end = session::run(
+                stream,
+                config,
+                &self.client,
+                &self.outbox,
+                &self.counters,
+                token,
+            )
+            .await;
+            self.outbox.set_peer(Peer::Away);
+            match end {
+                End::Shutdown => break,
+                End::BusClosed => return Err(banyan_gateway::Error::BusClosed.into()),
+                end => {
+                    delay = backoff.next_delay();
+                    tracing::warn!(device = %address, "disconnected: {end}; reconnecting in {delay:?}");
                 }
             }
+        }
+        let undelivered = self.outbox.len();
+        if undelivered > 0 {
+            tracing::warn!(
+                undelivered,
+                "stopping with messages the device did not take"
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits `delay`, then makes one connection attempt.
+    async fn connect(&self, address: &str, delay: Duration) -> std::io::Result<TcpStream> {
+        tokio::time::sleep(delay).await;
+        let timeout = self.config.connect_timeout;
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )),
         }
     }
 }
@@ -182,5 +214,26 @@ fn prepare(stream: &TcpStream, config: &Config) {
         if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
             tracing::debug!("TCP keepalive not set: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let no_topics = Config {
+            topics: Vec::new(),
+            ..Config::default()
+        };
+        assert!(matches!(Gateway::new(no_topics), Err(Error::NoTopics)));
+        let mut zero = Config::default();
+        zero.queue.messages = 0;
+        assert!(matches!(
+            Gateway::new(zero),
+            Err(Error::Kit(banyan_gateway::Error::ZeroQueue))
+        ));
+        assert!(Gateway::new(Config::default()).is_ok());
     }
 }

@@ -11,14 +11,16 @@
 //!
 //! The gateway reconnects by itself, with capped backoff, when the device
 //! closes, resets or goes silent; bus messages wait meanwhile in a bounded
-//! queue that drops its oldest when full ([`Outbox`]). While the device is
-//! connected and reading, a full queue holds the bus back instead, so a
-//! slow device loses nothing; one that takes nothing for
-//! [`Config::slow_device_grace`] loses its oldest messages until it catches
-//! up.
+//! queue that drops its oldest when full. While the device is connected and
+//! reading, a full queue holds the bus back instead, so a slow device loses
+//! nothing; one that takes nothing for the stall grace loses its oldest
+//! messages until it catches up. The queue, the intake from the bus, the
+//! backoff, shutdown and counters are the gateway kit's
+//! ([`banyan_gateway`]); this crate adds the framing and the device
+//! connection.
 //!
 //! The `tgw` executable parses python-banyan's flags into a [`Config`] and
-//! calls [`subscribe`] and [`run`].
+//! runs a [`Gateway`].
 //!
 //! # Example
 //!
@@ -28,6 +30,7 @@
 //! ```
 //! use banyan_core::rmpv::Value;
 //! use banyan_core::{Backplane, BackplaneConfig, Client, ClientConfig};
+//! use banyan_gateway::{Bus, CancellationToken, Gateway as _};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -52,13 +55,11 @@
 //!     ..tcp_gateway::Config::default()
 //! };
 //!
-//! let (gateway, mut to_forward) = Client::connect(&bus).await?;
-//! tcp_gateway::subscribe(&gateway, &config).await?;
-//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let running = tokio::spawn(async move {
-//!     let shutdown = async { let _ = stopped.await; };
-//!     tcp_gateway::run(&config, &gateway, &mut to_forward, shutdown).await
-//! });
+//! let gateway = tcp_gateway::Gateway::new(config)?;
+//! let (client, messages) = Client::connect(&bus).await?;
+//! gateway.subscribe(&client).await?;
+//! let token = CancellationToken::new();
+//! let running = tokio::spawn(gateway.run(Bus { client, messages }, token.clone()));
 //!
 //! let (app, mut replies) = Client::connect(&bus).await?;
 //! app.subscribe("from_pico").await?;
@@ -71,26 +72,22 @@
 //! let reply = replies.recv().await.expect("the reply");
 //! assert_eq!(reply.value()?, Value::from(42));
 //!
-//! let _ = stop.send(());
-//! let report = running.await??;
-//! assert_eq!((report.to_device, report.from_device), (1, 1));
+//! token.cancel();
+//! let stats = running.await??;
+//! assert_eq!((stats.to_device, stats.from_device), (1, 1));
 //! # Ok(())
 //! # }
 //! ```
 
-mod backoff;
 pub mod config;
 pub mod error;
 pub mod framing;
 mod gateway;
-mod outbox;
 mod session;
 mod stats;
 
-pub use backoff::Backoff;
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, Result};
 pub use framing::{Framing, PrefixWidth};
-pub use gateway::{run, subscribe};
-pub use outbox::Outbox;
-pub use stats::Report;
+pub use gateway::Gateway;
+pub use stats::Stats;

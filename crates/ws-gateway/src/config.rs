@@ -1,11 +1,19 @@
-//! What the gateway can be told: limits, origins, held topics.
+//! What the gateway can be told: where it listens, limits, origins, held
+//! topics.
 
 use std::time::Duration;
 
+use banyan_gateway::QueuePolicy;
+
 /// The gateway's settings. `Config::default()` is what `wsgw` uses without
-/// flags.
+/// flags; [`crate::Gateway::new`] validates them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// The address the WebSocket server listens on (`-a`; default
+    /// 127.0.0.1: this machine only).
+    pub address: String,
+    /// Its port (`-w`; default 9000, python's). 0 picks a free port.
+    pub port: u16,
     /// Origins accepted besides the default ones (none, `null`, and
     /// `http(s)://localhost`, `127.0.0.1` or `[::1]` on any port), exactly as
     /// a browser sends them, e.g. `https://example.org:8443`. `*` accepts any
@@ -15,16 +23,13 @@ pub struct Config {
     /// bytes. Larger ones close the connection: memory per client stays
     /// bounded.
     pub max_message_size: usize,
-    /// Messages waiting to be written to one client. When a client's queue
-    /// is full the gateway stops taking messages from the bus (which then
-    /// holds back its publishers) for up to [`Config::stall_grace`]; a client
-    /// that makes no room within it is stalled, and loses its oldest
-    /// messages (counted) rather than delaying the others again, until it
-    /// catches up.
-    pub client_queue: usize,
-    /// How long the gateway waits for a client with a full queue to make
-    /// room before declaring it stalled.
-    pub stall_grace: Duration,
+    /// The queue of messages waiting to be written to one page
+    /// (`--queue`, `--queue-bytes`, `--stall-grace`). When a page's queue is
+    /// full the gateway stops taking messages from the bus (which then holds
+    /// back its publishers) for up to the stall grace; a page that makes no
+    /// room within it is stalled, and loses its oldest messages (counted)
+    /// rather than delaying the others again, until it catches up.
+    pub queue: QueuePolicy,
     /// Clients connected at once; connections beyond it are closed at once.
     pub max_clients: usize,
     /// Time a new connection has for its WebSocket upgrade and its id
@@ -37,26 +42,28 @@ pub struct Config {
     pub held_topics: Vec<String>,
 }
 
+/// Default of [`Config::port`]: python's 9000.
+pub const DEFAULT_PORT: u16 = 9000;
 /// Default of [`Config::max_message_size`]: 64 KiB, far above any OneGPIO
 /// command.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// Default of [`Config::client_queue`].
-pub const DEFAULT_CLIENT_QUEUE: usize = 256;
+/// Default of [`Config::queue`]: 256 messages and 4 MiB per page, with a
+/// stall grace of 1 s. A page that reads makes room as the kernel reports
+/// its socket writable again, which over loopback comes in steps of 64 KiB
+/// (the MTU): a page sharing a burst with a hundred others can take a few
+/// hundred milliseconds per step on a busy machine.
+pub const DEFAULT_QUEUE: QueuePolicy = QueuePolicy::new(256, 4 << 20);
 /// Default of [`Config::max_clients`].
 pub const DEFAULT_MAX_CLIENTS: usize = 256;
-/// Default of [`Config::stall_grace`]: 1 s. A page that reads makes room
-/// as the kernel reports its socket writable again, which over loopback
-/// comes in steps of 64 KiB (the MTU): a page sharing a burst with a hundred
-/// others can take a few hundred milliseconds per step on a busy machine.
-pub const DEFAULT_STALL_GRACE: Duration = Duration::from_secs(1);
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            address: "127.0.0.1".to_owned(),
+            port: DEFAULT_PORT,
             allowed_origins: Vec::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            client_queue: DEFAULT_CLIENT_QUEUE,
-            stall_grace: DEFAULT_STALL_GRACE,
+            queue: DEFAULT_QUEUE,
             max_clients: DEFAULT_MAX_CLIENTS,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(1),

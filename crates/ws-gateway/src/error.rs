@@ -56,13 +56,25 @@ pub enum Error {
     #[error("bus: {0}")]
     Bus(#[from] banyan_core::Error),
 
-    /// The bus stream ended: the bus client was closed under the gateway.
-    #[error("the bus connection closed")]
-    BusClosed,
+    /// The WebSocket server cannot listen on its address.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// `address:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 
-    /// The listening socket failed.
-    #[error("listener: {0}")]
-    Listen(#[source] std::io::Error),
+    /// A limit of zero (`--max-clients`, `--max-message-size`), which would
+    /// refuse every page or every message.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
+
+    /// A shared setting is invalid, or the gateway's bus stream ended (the
+    /// gateway kit).
+    #[error(transparent)]
+    Kit(#[from] banyan_gateway::Error),
 }
 
 /// `Result` with [`Error`].

@@ -10,14 +10,18 @@
 //! clients. It refuses pages of other web sites ([`origin`]), answers bad
 //! input with `{"error": "..."}`, and waits for a client that reads slowly
 //! (holding the bus back, losing nothing) but not for long for one that
-//! does not read at all: that one loses its own oldest messages ([`outbox`]).
-//! `docs/ws-gateway.md` describes the protocol, flags and limits.
+//! does not read at all: that one loses its own oldest messages. The queue
+//! per page, the intake from the bus, shutdown and counters are the gateway
+//! kit's ([`banyan_gateway`]); this crate adds the WebSocket protocol, the
+//! origin check and the fan-out to pages. `docs/ws-gateway.md` describes the
+//! protocol, flags and limits.
 //!
 //! # Example
 //!
 //! ```
 //! use banyan_core::rmpv::Value;
 //! use banyan_core::{Backplane, BackplaneConfig, Client, ClientConfig};
+//! use banyan_gateway::{Bus, CancellationToken, Gateway as _};
 //! use futures_util::{SinkExt, StreamExt};
 //! use tokio_tungstenite::tungstenite::Message as WsMessage;
 //!
@@ -35,15 +39,15 @@
 //!     subscriber_port: backplane.subscriber_port(),
 //!     ..ClientConfig::default()
 //! };
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let address = listener.local_addr()?;
-//! let (gateway_bus, mut gateway_messages) = Client::connect(&bus_config).await?;
-//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let gateway = tokio::spawn(async move {
-//!     let config = ws_gateway::Config::default();
-//!     let shutdown = async { let _ = stopped.await; };
-//!     ws_gateway::run(listener, gateway_bus, &mut gateway_messages, config, shutdown).await
-//! });
+//! let gateway = ws_gateway::Gateway::new(ws_gateway::Config {
+//!     port: 0,
+//!     ..ws_gateway::Config::default()
+//! })?;
+//! let address = gateway.local_addr();
+//! let (client, messages) = Client::connect(&bus_config).await?;
+//! gateway.subscribe(&client).await?;
+//! let token = CancellationToken::new();
+//! let running = tokio::spawn(gateway.run(Bus { client, messages }, token.clone()));
 //!
 //! // A device component on the bus.
 //! let (device, mut commands) = Client::connect(&bus_config).await?;
@@ -71,8 +75,9 @@
 //! };
 //! assert_eq!(text.as_str(), r#"{"report": "digital_input", "pin": 2, "value": 1}"#);
 //!
-//! let _ = stop.send(());
-//! gateway.await??;
+//! token.cancel();
+//! let stats = running.await??;
+//! assert_eq!((stats.pages, stats.to_bus, stats.to_pages), (1, 1, 1));
 //! # let _ = Value::Nil;
 //! # Ok(())
 //! # }
@@ -80,13 +85,15 @@
 
 pub mod config;
 pub mod error;
+mod hub;
 pub mod origin;
-pub mod outbox;
 pub mod protocol;
 pub mod routes;
 mod server;
 mod session;
+mod stats;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use server::run;
+pub use server::Gateway;
+pub use stats::Stats;

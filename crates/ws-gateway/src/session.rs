@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use banyan_gateway::outbox::{Limit, Peer};
+use banyan_gateway::{CancellationToken, Outbox};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -18,10 +19,9 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::outbox::Outbox;
+use crate::hub::{Hub, Text};
 use crate::protocol;
 use crate::routes::ClientId;
-use crate::server::{Hub, Subscriber};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -79,7 +79,7 @@ pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     client: ClientId,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let span = tracing::info_span!("client", %peer, id = tracing::field::Empty);
     tune(&stream);
@@ -90,7 +90,7 @@ pub(crate) async fn serve(
                 tracing::debug!("{}", Error::HandshakeTimeout(hub.config.handshake_timeout));
                 None
             }),
-            () = stopped(&stop) => None,
+            () = stop.cancelled() => None,
         };
         let Some(mut ws) = upgraded else {
             return;
@@ -100,14 +100,16 @@ pub(crate) async fn serve(
         };
         tracing::Span::current().record("id", id.as_str());
         let reply = protocol::reply_topic(&id);
-        let outbox = Arc::new(Outbox::new(hub.config.client_queue));
+        hub.counters.pages.inc();
+        let outbox = Arc::new(Outbox::new(
+            hub.config.queue,
+            Peer::Connected,
+            hub.counters.dropped.clone(),
+        ));
         hub.join(
             &reply,
             client,
-            Subscriber {
-                peer,
-                outbox: outbox.clone(),
-            },
+            outbox.clone(),
         )
         .await;
         tracing::info!(reply = %reply, "client joined");
@@ -183,7 +185,7 @@ async fn hello(
     hub: &Hub,
     ws: &mut Ws,
     deadline: Instant,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Option<String> {
     loop {
         let frame = tokio::select! {
@@ -196,7 +198,7 @@ async fn hello(
                     return None;
                 }
             },
-            () = stopped(stop) => {
+            () = stop.cancelled() => {
                 goodbye(hub, ws, CloseCode::Away, "gateway shutting down").await;
                 return None;
             }
@@ -225,28 +227,34 @@ async fn hello(
 
 /// The session proper: the client's messages to the bus on `id`, its queue
 /// to the client, until either side ends or the gateway stops.
-async fn exchange(hub: &Hub, ws: &mut Ws, id: &str, outbox: &Outbox, stop: &watch::Receiver<bool>) {
+async fn exchange(
+    hub: &Hub,
+    ws: &mut Ws,
+    id: &str,
+    outbox: &Outbox<Text>,
+    stop: &CancellationToken,
+) {
     let mut batch = Vec::new();
     loop {
         tokio::select! {
-            () = stopped(stop) => {
+            () = stop.cancelled() => {
                 goodbye(hub, ws, CloseCode::Away, "gateway shutting down").await;
                 return;
             }
-            () = outbox.take_all(&mut batch) => {
+            _ = outbox.take_wait(Limit::ALL, &mut batch) => {
                 // A client that does not read blocks here, and only here; the
-                // dispatcher waits for its room for the grace period, then
+                // bus intake waits for its room for the grace period, then
                 // drops its oldest messages.
+                let count = batch.len() as u64;
                 tokio::select! {
                     sent = write_batch(ws, &mut batch) => if let Err(e) = sent {
                         tracing::debug!(error = %e, "sending failed");
                         return;
                     },
-                    () = stopped(stop) => return,
+                    () = stop.cancelled() => return,
                 }
-                if let Some(dropped) = outbox.written() {
-                    tracing::info!(dropped, "client caught up");
-                }
+                hub.counters.to_pages.add(count);
+                outbox.written();
             }
             frame = ws.next() => match classify(frame) {
                 Incoming::Text(text) => match protocol::parse_command(&text) {
@@ -256,6 +264,7 @@ async fn exchange(hub: &Hub, ws: &mut Ws, id: &str, outbox: &Outbox, stop: &watc
                             goodbye(hub, ws, CloseCode::Error, "bus unavailable").await;
                             return;
                         }
+                        hub.counters.to_bus.inc();
                     }
                     Err(error) => tell(hub, ws, &error).await,
                 },
@@ -279,8 +288,8 @@ async fn exchange(hub: &Hub, ws: &mut Ws, id: &str, outbox: &Outbox, stop: &watc
 
 /// Writes every message of `batch` (emptying it), then flushes once: one
 /// write to the socket for many messages, as far as its buffer allows.
-async fn write_batch(ws: &mut Ws, batch: &mut Vec<Utf8Bytes>) -> Result<(), WsError> {
-    for text in batch.drain(..) {
+async fn write_batch(ws: &mut Ws, batch: &mut Vec<Text>) -> Result<(), WsError> {
+    for Text(text) in batch.drain(..) {
         ws.feed(WsMessage::Text(text)).await?;
     }
     ws.flush().await
@@ -288,6 +297,7 @@ async fn write_batch(ws: &mut Ws, batch: &mut Vec<Utf8Bytes>) -> Result<(), WsEr
 
 /// Logs bad input and tells the client, as `{"error": "..."}`.
 async fn tell(hub: &Hub, ws: &mut Ws, error: &Error) {
+    hub.counters.refused.inc();
     tracing::warn!(%error, "bad input from client");
     let text = protocol::error_message(error);
     let _ = tokio::time::timeout(hub.config.close_timeout, ws.send(WsMessage::text(text))).await;
@@ -306,11 +316,4 @@ async fn goodbye(hub: &Hub, ws: &mut Ws, code: CloseCode, reason: &str) {
 /// Sends the close frame tungstenite queued in answer to the client's.
 async fn answer_close(hub: &Hub, ws: &mut Ws) {
     let _ = tokio::time::timeout(hub.config.close_timeout, ws.flush()).await;
-}
-
-/// Completes once the gateway is stopping.
-async fn stopped(stop: &watch::Receiver<bool>) {
-    let mut stop = stop.clone();
-    // An error means the gateway is gone: stopping too.
-    let _ = stop.wait_for(|stop| *stop).await;
 }
