@@ -49,6 +49,8 @@ struct Args {
     loop_time: f64,
 }
 
+impl cli::Flags for Args {}
+
 const SPEC: Spec = Spec {
     multi: &[],
     aliases: &[Alias {

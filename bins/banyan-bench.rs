@@ -96,6 +96,8 @@ struct WorkerArgs {
     role: String,
 }
 
+impl cli::Flags for Args {}
+
 fn main() -> ExitCode {
     let args: Args = cli::parse(&Spec::default());
     cli::init_logging();

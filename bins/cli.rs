@@ -46,7 +46,7 @@ pub struct Spec {
 /// a b c` into `-g a -g b -g c` first, and [`Spec::aliases`] into the flags
 /// they stand for. `--help` prints (with the aliases) and exits 0; a bad
 /// flag is a one-line error and exit code 2.
-pub fn parse<T: TopLevelCommand>(spec: &Spec) -> T {
+pub fn parse<T: Flags>(spec: &Spec) -> T {
     let mut args = std::env::args();
     let command = command_name(args.next().unwrap_or_default());
     let args = rewrite_aliases(expand_multi(args.collect(), spec.multi), spec.aliases);
@@ -57,7 +57,11 @@ pub fn parse<T: TopLevelCommand>(spec: &Spec) -> T {
             output,
             status: Ok(()),
         }) => {
-            println!("{}{}", output.trim_end(), alias_help(spec.aliases));
+            let mut help = output.trim_end().to_owned();
+            for (placeholder, value) in T::help_defaults() {
+                help = help.replace(placeholder, &value);
+            }
+            println!("{help}{}", alias_help(spec.aliases));
             std::process::exit(0)
         }
         Err(EarlyExit {
@@ -218,17 +222,87 @@ impl BusFlags {
     }
 }
 
-/// A flags struct declared with [`component_args!`](crate::component_args).
-pub trait HasBusFlags {
-    /// Its bus flags.
-    fn bus_flags(&self) -> BusFlags;
+/// A command line: argh's, plus the values `--help` shows in place of
+/// `{placeholders}` (the defaults of the flags that
+/// [`component_args!`](crate::component_args) declares for every gateway).
+pub trait Flags: TopLevelCommand {
+    /// `{name}` placeholders of the help text and what they stand for.
+    fn help_defaults() -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
-/// Declares a component's argh flags struct with the bus flags (`-b`, `-p`,
-/// `-s`) first, then the component's own.
+/// How `--help` shows a default duration: `250ms`, `1s`, `1.5s`.
+pub fn show_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 && duration.as_secs() > 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
+/// Declares a component's argh flags struct: its own flags after the bus
+/// flags (`-b`, `-p`, `-s`), then, when asked for, the gateway kit's flags
+/// with one name, unit and meaning in every executable:
+///
+/// * `queue: DEFAULT;` adds `--queue`, `--queue-bytes` and `--stall-grace`,
+///   read with `args.queue_policy()` (a [`banyan_gateway::QueuePolicy`],
+///   `DEFAULT` filling what is not given);
+/// * `reconnect: DEFAULT;` adds `--reconnect-min` and `--reconnect-max`,
+///   read with `args.reconnect()` (a [`banyan_gateway::Reconnect`]).
+///
+/// ```text
+/// banyan::component_args! {
+///     queue: tcp_gateway::config::DEFAULT_QUEUE;
+///     reconnect: banyan_gateway::Reconnect::default();
+///     /// What the executable does.
+///     struct Args {
+///         /// its own flag
+///         #[argh(option, short = 'a')]
+///         address: String,
+///     }
+/// }
+/// ```
 #[macro_export]
 macro_rules! component_args {
-    ($(#[$meta:meta])* struct $name:ident { $($fields:tt)* }) => {
+    // Gathers the kit's flags ([...]) and what to implement for them ({...}),
+    // then declares the struct.
+    (@gather [$($flags:tt)*] {$($impls:tt)*} queue: $default:expr; $($rest:tt)*) => {
+        $crate::component_args!(@gather [$($flags)*
+            /// messages queued for the peer (a page, the device, the broker):
+            /// while it is connected and reading, a full queue makes the bus
+            /// wait; while it is away or stalled, the oldest are dropped
+            /// (default {queue})
+            #[argh(option)]
+            queue: Option<usize>,
+            /// bytes of payload queued for the peer at most (default
+            /// {queue-bytes})
+            #[argh(option)]
+            queue_bytes: Option<usize>,
+            /// how long a connected peer with a full queue may take nothing
+            /// before it counts as stalled and loses its oldest messages
+            /// (default {stall-grace})
+            #[argh(option, from_str_fn($crate::cli::duration))]
+            stall_grace: Option<::std::time::Duration>,
+        ] {$($impls)* queue($default)} $($rest)*);
+    };
+    (@gather [$($flags:tt)*] {$($impls:tt)*} reconnect: $default:expr; $($rest:tt)*) => {
+        $crate::component_args!(@gather [$($flags)*
+            /// first wait before dialling the peer again; it doubles on each
+            /// failure (default {reconnect-min})
+            #[argh(option, from_str_fn($crate::cli::duration))]
+            reconnect_min: Option<::std::time::Duration>,
+            /// longest wait between attempts; a connection that lasted this
+            /// long is dialled again at once (default {reconnect-max})
+            #[argh(option, from_str_fn($crate::cli::duration))]
+            reconnect_max: Option<::std::time::Duration>,
+        ] {$($impls)* reconnect($default)} $($rest)*);
+    };
+    (@gather [$($flags:tt)*] {$($impls:tt)*}
+        $(#[$meta:meta])* struct $name:ident { $($fields:tt)* }
+    ) => {
         $(#[$meta])*
         #[derive(::argh::FromArgs)]
         #[argh(help_triggers("-h", "--help"))]
@@ -244,9 +318,11 @@ macro_rules! component_args {
             #[argh(option, short = 's', default = "43125")]
             subscriber_port: u16,
             $($fields)*
+            $($flags)*
         }
 
-        impl $crate::cli::HasBusFlags for $name {
+        impl $name {
+            /// The bus flags.
             fn bus_flags(&self) -> $crate::cli::BusFlags {
                 $crate::cli::BusFlags {
                     backplane: self.backplane.clone(),
@@ -255,6 +331,62 @@ macro_rules! component_args {
                 }
             }
         }
+
+        impl $crate::cli::Flags for $name {
+            fn help_defaults() -> ::std::vec::Vec<(&'static str, String)> {
+                #[allow(unused_mut)]
+                let mut values = ::std::vec::Vec::new();
+                $crate::component_args!(@defaults values $($impls)*);
+                values
+            }
+        }
+
+        $crate::component_args!(@impls $name $($impls)*);
+    };
+    (@defaults $values:ident) => {};
+    (@defaults $values:ident queue($default:expr) $($rest:tt)*) => {
+        let default: ::banyan_gateway::QueuePolicy = $default;
+        $values.push(("{queue}", default.messages.to_string()));
+        $values.push(("{queue-bytes}", default.bytes.to_string()));
+        $values.push(("{stall-grace}", $crate::cli::show_duration(default.stall_grace)));
+        $crate::component_args!(@defaults $values $($rest)*);
+    };
+    (@defaults $values:ident reconnect($default:expr) $($rest:tt)*) => {
+        let default: ::banyan_gateway::Reconnect = $default;
+        $values.push(("{reconnect-min}", $crate::cli::show_duration(default.min)));
+        $values.push(("{reconnect-max}", $crate::cli::show_duration(default.max)));
+        $crate::component_args!(@defaults $values $($rest)*);
+    };
+    (@impls $name:ident) => {};
+    (@impls $name:ident queue($default:expr) $($rest:tt)*) => {
+        impl $name {
+            /// `--queue`, `--queue-bytes`, `--stall-grace`, defaults filled in.
+            fn queue_policy(&self) -> ::banyan_gateway::QueuePolicy {
+                let default: ::banyan_gateway::QueuePolicy = $default;
+                ::banyan_gateway::QueuePolicy {
+                    messages: self.queue.unwrap_or(default.messages),
+                    bytes: self.queue_bytes.unwrap_or(default.bytes),
+                    stall_grace: self.stall_grace.unwrap_or(default.stall_grace),
+                }
+            }
+        }
+        $crate::component_args!(@impls $name $($rest)*);
+    };
+    (@impls $name:ident reconnect($default:expr) $($rest:tt)*) => {
+        impl $name {
+            /// `--reconnect-min`, `--reconnect-max`, defaults filled in.
+            fn reconnect(&self) -> ::banyan_gateway::Reconnect {
+                let default: ::banyan_gateway::Reconnect = $default;
+                ::banyan_gateway::Reconnect {
+                    min: self.reconnect_min.unwrap_or(default.min),
+                    max: self.reconnect_max.unwrap_or(default.max),
+                }
+            }
+        }
+        $crate::component_args!(@impls $name $($rest)*);
+    };
+    ($($rest:tt)*) => {
+        $crate::component_args!(@gather [] {} $($rest)*);
     };
 }
 

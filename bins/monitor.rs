@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use banyan::cli::{self, HasBusFlags, Spec};
+use banyan::cli::{self, Spec};
 use banyan::component::Monitor;
 use banyan_core::monitor::MonitorConfig;
 

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use banyan::cli::{self, Alias, HasBusFlags, Spec};
-use banyan_gateway::{QueuePolicy, Reconnect};
+use banyan::cli::{self, Alias, Spec};
+use banyan_gateway::Reconnect;
 use mqtt_gateway::config::{DEFAULT_KEEP_ALIVE, DEFAULT_QUEUE};
 use mqtt_gateway::{Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig};
 
@@ -14,6 +14,8 @@ use mqtt_gateway::{Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig};
 const DEFAULT_PASSWORD_ENV: &str = "MQTTGW_PASSWORD";
 
 banyan::component_args! {
+    queue: DEFAULT_QUEUE;
+    reconnect: Reconnect::default();
     /// Forwards between the Banyan bus and an MQTT broker (python-banyan's mgw).
     /// Several values after -g or -j, repeated flags and comma lists all work.
     /// Durations are seconds, or a number with a unit (250ms, 1.5s).
@@ -76,23 +78,6 @@ banyan::component_args! {
         /// connect with TLS, trusting the CA certificates of this PEM file
         #[argh(option)]
         ca_file: Option<PathBuf>,
-        /// messages for MQTT held: while the broker is connected the gateway
-        /// waits for room, while it is away the oldest is dropped (default 1000)
-        #[argh(option, default = "DEFAULT_QUEUE.messages")]
-        queue: usize,
-        /// bytes of payload held for MQTT at most (default 8388608)
-        #[argh(option, default = "DEFAULT_QUEUE.bytes")]
-        queue_bytes: usize,
-        /// how long a connected broker with a full queue may take nothing before
-        /// the oldest messages for it are dropped (default 1s)
-        #[argh(option, default = "DEFAULT_QUEUE.stall_grace", from_str_fn(cli::duration))]
-        stall_grace: Duration,
-        /// first wait before reconnecting; it doubles on each failure (default 100ms)
-        #[argh(option, default = "Reconnect::default().min", from_str_fn(cli::duration))]
-        reconnect_min: Duration,
-        /// longest wait between reconnection attempts (default 5s)
-        #[argh(option, default = "Reconnect::default().max", from_str_fn(cli::duration))]
-        reconnect_max: Duration,
     }
 }
 
@@ -163,15 +148,8 @@ fn config(args: &Args, credentials: Option<Credentials>) -> Config {
         tls: (args.tls || args.ca_file.is_some()).then(|| TlsConfig {
             ca_file: args.ca_file.clone(),
         }),
-        queue: QueuePolicy {
-            messages: args.queue,
-            bytes: args.queue_bytes,
-            stall_grace: args.stall_grace,
-        },
-        reconnect: Reconnect {
-            min: args.reconnect_min,
-            max: args.reconnect_max,
-        },
+        queue: args.queue_policy(),
+        reconnect: args.reconnect(),
     }
 }
 

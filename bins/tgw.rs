@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use banyan::cli::{self, Alias, HasBusFlags, Spec};
-use banyan_gateway::{QueuePolicy, Reconnect};
+use banyan::cli::{self, Alias, Spec};
+use banyan_gateway::Reconnect;
 use tcp_gateway::config::{
     DEFAULT_KEEPALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_NAME, DEFAULT_PORT, DEFAULT_PUBLISH_TOPIC,
     DEFAULT_QUEUE, DEFAULT_TOPIC,
@@ -13,6 +13,8 @@ use tcp_gateway::config::{
 use tcp_gateway::{Config, PrefixWidth};
 
 banyan::component_args! {
+    queue: DEFAULT_QUEUE;
+    reconnect: Reconnect::default();
     /// Joins a TCP device (a microcontroller running a TCP server) to the Banyan
     /// bus: bus messages on the -g topics go to the device as length-prefixed
     /// MessagePack, frames from the device are published on the -e topic.
@@ -47,18 +49,6 @@ banyan::component_args! {
         /// allows (default 1048576)
         #[argh(option, default = "DEFAULT_MAX_PAYLOAD")]
         max_payload: usize,
-        /// messages held for the device while it is away or slow; when full, a
-        /// device that is away or stalled loses the oldest, one that reads makes
-        /// the bus wait (default 1000)
-        #[argh(option, default = "DEFAULT_QUEUE.messages")]
-        queue: usize,
-        /// bytes of payload held for the device at most (default 8388608)
-        #[argh(option, default = "DEFAULT_QUEUE.bytes")]
-        queue_bytes: usize,
-        /// how long a connected device with a full queue may take no byte
-        /// before it counts as stalled and loses its oldest messages (default 1s)
-        #[argh(option, default = "DEFAULT_QUEUE.stall_grace", from_str_fn(cli::duration))]
-        stall_grace: Duration,
         /// time without a frame from the device, or without it taking any byte,
         /// after which it counts as gone and is reconnected (default: off)
         #[argh(option, from_str_fn(cli::duration))]
@@ -66,12 +56,6 @@ banyan::component_args! {
         /// TCP keepalive idle time, 0 for off (default 30s)
         #[argh(option, default = "DEFAULT_KEEPALIVE", from_str_fn(cli::duration))]
         keepalive: Duration,
-        /// first wait before reconnecting; it doubles on each failure (default 100ms)
-        #[argh(option, default = "Reconnect::default().min", from_str_fn(cli::duration))]
-        reconnect_min: Duration,
-        /// longest wait between connection attempts (default 5s)
-        #[argh(option, default = "Reconnect::default().max", from_str_fn(cli::duration))]
-        reconnect_max: Duration,
         /// publish only frames from the device that are one valid MessagePack
         /// value; log and drop the others (default: pass bytes through)
         #[argh(switch)]
@@ -111,15 +95,8 @@ fn config(args: &Args) -> Config {
         publish_topic: args.publish_topic.clone(),
         prefix: args.prefix,
         max_payload: args.max_payload,
-        queue: QueuePolicy {
-            messages: args.queue,
-            bytes: args.queue_bytes,
-            stall_grace: args.stall_grace,
-        },
-        reconnect: Reconnect {
-            min: args.reconnect_min,
-            max: args.reconnect_max,
-        },
+        queue: args.queue_policy(),
+        reconnect: args.reconnect(),
         idle_timeout: args.idle_timeout.filter(|t| !t.is_zero()),
         keepalive: Some(args.keepalive).filter(|t| !t.is_zero()),
         validate: args.validate,

@@ -1,15 +1,14 @@
 //! `wsgw`: the WebSocket gateway (python-banyan's `wsgw`).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use banyan::cli::{self, Alias, HasBusFlags, Spec};
-use banyan_gateway::QueuePolicy;
+use banyan::cli::{self, Alias, Spec};
 use ws_gateway::config::{
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PORT, DEFAULT_QUEUE,
 };
 
 banyan::component_args! {
+    queue: DEFAULT_QUEUE;
     /// Connects web pages (such as the OneGPIO pages) to the Banyan bus over
     /// WebSocket: a page's first message {"id": "to_X"} names the topic it
     /// publishes on; it receives what is published on from_X. Durations are
@@ -38,17 +37,6 @@ banyan::component_args! {
         /// largest message accepted from a page, in bytes (default 65536)
         #[argh(option, default = "DEFAULT_MAX_MESSAGE_SIZE")]
         max_message_size: usize,
-        /// messages queued for one page; when full, the gateway waits for the
-        /// page (default 256)
-        #[argh(option, default = "DEFAULT_QUEUE.messages")]
-        queue: usize,
-        /// bytes queued for one page at most (default 4194304)
-        #[argh(option, default = "DEFAULT_QUEUE.bytes")]
-        queue_bytes: usize,
-        /// how long a page with a full queue may take to make room before it is
-        /// stalled and loses its oldest messages (default 1s)
-        #[argh(option, default = "DEFAULT_QUEUE.stall_grace", from_str_fn(cli::duration))]
-        stall_grace: Duration,
         /// pages connected at once (default 256)
         #[argh(option, default = "DEFAULT_MAX_CLIENTS")]
         max_clients: usize,
@@ -70,11 +58,7 @@ fn config(args: &Args) -> ws_gateway::Config {
         port: args.port,
         allowed_origins: cli::split_list(&args.allow_origin),
         max_message_size: args.max_message_size,
-        queue: QueuePolicy {
-            messages: args.queue,
-            bytes: args.queue_bytes,
-            stall_grace: args.stall_grace,
-        },
+        queue: args.queue_policy(),
         max_clients: args.max_clients,
         held_topics: cli::split_list(&args.subscription_list),
         ..ws_gateway::Config::default()

@@ -4,6 +4,7 @@ mod util;
 
 mod bench;
 mod bus;
+mod kit;
 mod mqtt;
 mod tcp;
 mod ws;

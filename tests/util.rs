@@ -350,3 +350,34 @@ pub(crate) async fn assert_nothing_before_marker(
         "unexpected message before the marker: {next:?}"
     );
 }
+
+/// The number after `name=` in a log line (`dropped=3`), panicking with
+/// the line when there is none.
+pub(crate) fn count(line: &str, name: &str) -> u64 {
+    line.split(&format!("{name}="))
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}=N in {line:?}"))
+}
+
+/// The end of a stall, as every gateway reports it: once its peer has taken
+/// everything, the gateway says it caught up and how many messages the peer
+/// missed; stopped now, its final count of drops is exactly those.
+pub(crate) async fn assert_stall_ended_with_every_drop_counted(gateway: &mut Proc) -> u64 {
+    let caught_up = gateway.wait_for_text("caught up; it missed").await;
+    let missed = count(&caught_up, "missed");
+    assert!(missed > 0, "a stall without drops: {caught_up:?}");
+    assert_eq!(gateway.stop(false).await, Some(0));
+    let stopped = gateway.wait_for_text("stopped: ").await;
+    assert_eq!(
+        count(&stopped, "dropped"),
+        missed,
+        "drops outside the stall: {stopped:?}"
+    );
+    missed
+}

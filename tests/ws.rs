@@ -33,16 +33,21 @@ struct Gateway {
 
 impl Gateway {
     async fn start(bp: &BackplaneProc, extra: &[&str]) -> Gateway {
-        let port = free_port();
+        // Port 0: the gateway binds a free port and says which.
         let mut proc = Proc::spawn(
             "wsgw",
             Command::new(exe("wsgw"))
                 .args(bp.flags())
-                .args(["-w", &port.to_string()])
+                .args(["-w", "0"])
                 .args(extra)
                 .env("TZ", "UTC"),
         );
-        proc.wait_for_text("WebSocket server on ws://").await;
+        let line = proc.wait_for_text("WebSocket server on ws://").await;
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
         Gateway { proc, port }
     }
 
@@ -439,8 +444,9 @@ async fn a_stalled_client_delays_no_one() {
     let bp = BackplaneProc::start().await;
     let mut gw = Gateway::start(&bp, &["--queue", "64"]).await;
     let (device, mut commands) = bus(&bp, &["to_feed"]).await;
-    // Same reply topic for both: the stalled one is never read from.
-    let _stalled = gw.join("to_feed", &mut commands).await;
+    // Same reply topic for both: the stalled one is not read from until the
+    // end.
+    let mut stalled = gw.join("to_feed", &mut commands).await;
     let mut reader = gw.join("to_feed", &mut commands).await;
     device
         .wait_for_subscriber("from_feed")
@@ -469,6 +475,23 @@ async fn a_stalled_client_delays_no_one() {
         peak < 24 * 1024,
         "wsgw's peak memory is {peak} KiB: the stalled client's messages piled up"
     );
+    // It reads at last: what it gets is in order and ends with the newest;
+    // the rest it missed, and the gateway counted every one.
+    let mut received = 0u64;
+    let mut last = 0;
+    while last < next {
+        let got = next_json(&mut stalled, "the stalled client's next message").await;
+        let seq = got["seq"].as_u64().expect("seq");
+        assert!(seq > last, "out of order: {seq} after {last}");
+        last = seq;
+        received += 1;
+    }
+    let missed = assert_stall_ended_with_every_drop_counted(&mut gw.proc).await;
+    assert_eq!(
+        received + missed,
+        next,
+        "every message delivered or counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -478,7 +501,7 @@ async fn a_slow_client_loses_nothing_while_a_stalled_one_is_dropped() {
     // client's socket buffers, then its queue.
     const MESSAGES: u64 = 20_000;
     let bp = BackplaneProc::start().await;
-    let mut gw = Gateway::start(&bp, &["--queue", "16", "--stall-grace-ms", "1000"]).await;
+    let mut gw = Gateway::start(&bp, &["--queue", "16", "--stall-grace", "1s"]).await;
     let (device, mut commands) = bus(&bp, &["to_burst"]).await;
     let _stalled = gw.join("to_burst", &mut commands).await;
     let mut reader = gw.join("to_burst", &mut commands).await;

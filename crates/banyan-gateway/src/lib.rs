@@ -10,7 +10,7 @@
 //!   with jitter, reset only by a connection that stayed up;
 //! * [`Tasks`] ([`tasks`]): one cancellation token and task tracker, so that
 //!   every task ends on one signal and `run` returns when all have;
-//! * [`stats!`] ([`stats`]): counters and the `Stats` a gateway returns,
+//! * [`stats!`] ([`mod@stats`]): counters and the `Stats` a gateway returns,
 //!   shown the same way by all;
 //! * [`QueuePolicy`], [`Reconnect`] and [`parse_duration`] ([`config`]): the
 //!   shared settings, one name and one unit per knob;

@@ -95,15 +95,21 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn one_failure_stops_all_and_is_returned() {
-        let outer = CancellationToken::new();
-        let tasks: Tasks<Error> = Tasks::new(&outer);
+    /// Tasks under `outer` with one task that waits for the token.
+    fn waiting(outer: &CancellationToken) -> Tasks<Error> {
+        let tasks = Tasks::new(outer);
         let token = tasks.token().clone();
         tasks.spawn("waiter", async move {
             token.cancelled().await;
             Ok(())
         });
+        tasks
+    }
+
+    #[tokio::test]
+    async fn one_failure_stops_all_and_is_returned() {
+        let outer = CancellationToken::new();
+        let tasks = waiting(&outer);
         tasks.spawn("failing", async { Err(Error::BusClosed) });
         let ended = tokio::time::timeout(Duration::from_secs(5), tasks.wait())
             .await
@@ -115,12 +121,7 @@ mod tests {
     #[tokio::test]
     async fn cancelling_ends_them_cleanly_and_a_panic_is_an_error() {
         let outer = CancellationToken::new();
-        let tasks: Tasks<Error> = Tasks::new(&outer);
-        let token = tasks.token().clone();
-        tasks.spawn("waiter", async move {
-            token.cancelled().await;
-            Ok(())
-        });
+        let tasks = waiting(&outer);
         outer.cancel();
         assert!(tasks.wait().await.is_ok());
 

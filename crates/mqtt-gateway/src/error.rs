@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in the MQTT gateway.
 ///
-/// Configuration and broker-refusal variants end [`crate::Gateway::run`];
+/// Configuration and broker-refusal variants end the gateway's `run`;
 /// the payload variants are reported per message (logged and counted) and the
 /// gateway goes on.
 #[derive(Debug, thiserror::Error)]

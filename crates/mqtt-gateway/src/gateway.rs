@@ -5,7 +5,7 @@
 //!   is connected and the queue is full it stops taking from the bus (so the
 //!   bus's back-pressure reaches the publishers) for at most the stall
 //!   grace; while the broker is away the queue keeps the newest messages;
-//! * the **driver** owns the MQTT [`Connection`]: it polls it (connects,
+//! * the **driver** owns the MQTT connection (`connection.rs`): it polls it (connects,
 //!   disconnects, subscription acknowledgements, what arrives from MQTT,
 //!   which it publishes on the bus), reconnects with the kit's [`Backoff`],
 //!   and writes what the queue holds in batches.

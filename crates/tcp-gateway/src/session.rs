@@ -273,18 +273,18 @@ mod tests {
     use super::*;
 
     /// A bus; the gateway's client, its intake filling the outbox; an
-    /// application client subscribed to what the device sends.
+    /// application client (what it receives is returned beside the rig:
+    /// what the device sends).
     struct Rig {
         _backplane: Backplane,
         gateway: Client,
         app: Client,
-        from_device: Messages,
         outbox: Arc<Outbox<Message>>,
         counters: Counters,
         token: CancellationToken,
     }
 
-    async fn rig(config: &Config) -> Rig {
+    async fn rig(config: &Config) -> (Rig, Messages) {
         let backplane = Backplane::bind(&BackplaneConfig {
             bind_address: "127.0.0.1".into(),
             publisher_port: 0,
@@ -313,14 +313,39 @@ mod tests {
             let (grace, token) = (config.queue.stall_grace, token.clone());
             async move { intake::run(&mut messages, &mut route, grace, &token).await }
         });
-        Rig {
+        let rig = Rig {
             _backplane: backplane,
             gateway,
             app,
-            from_device,
             outbox,
             counters,
             token,
+        };
+        (rig, from_device)
+    }
+
+    impl Rig {
+        /// A session over `connection`.
+        async fn session<S: AsyncRead + AsyncWrite>(&self, connection: S, config: &Config) -> End {
+            run(
+                connection,
+                config,
+                &self.gateway,
+                &self.outbox,
+                &self.counters,
+                &self.token,
+            )
+            .await
+        }
+
+        /// Publishes `n` messages of 8 bytes `n` each, for the device.
+        async fn publish(&self, range: std::ops::Range<u8>) {
+            for n in range {
+                self.app
+                    .publish_raw("to_dev", vec![n; 8])
+                    .await
+                    .expect("published");
+            }
         }
     }
 
@@ -341,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn a_device_that_does_not_read_blocks_neither_the_bus_nor_its_own_frames() {
         let config = config();
-        let mut rig = rig(&config).await;
+        let (rig, mut from_device) = rig(&config).await;
         let (mut device, connection) = tokio::io::duplex(16);
         // A backlog from while the device was away: the bound keeps 4.
         rig.outbox.set_peer(Peer::Away);
@@ -350,25 +375,13 @@ mod tests {
         }
         assert_eq!(rig.counters.dropped.get(), 46);
         rig.outbox.set_peer(Peer::Connected);
-        let session = run(
-            connection,
-            &config,
-            &rig.gateway,
-            &rig.outbox,
-            &rig.counters,
-            &rig.token,
-        );
+        let session = rig.session(connection, &config);
         let test = async {
             // More from the bus while the writer is blocked on the device.
-            for n in 50..60u8 {
-                rig.app
-                    .publish_raw("to_dev", vec![n; 8])
-                    .await
-                    .expect("published");
-            }
+            rig.publish(50..60).await;
             // The device answers without having read anything.
             device.write_all(&[1, 0xc3]).await.expect("device writes");
-            let reply = rig.from_device.recv().await.expect("the reply");
+            let reply = from_device.recv().await.expect("the reply");
             assert_eq!(reply.payload()[..], [0xc3]);
             // After the grace the device counts as stalled and its oldest
             // messages are dropped. No event says so but the counter: look
@@ -425,23 +438,11 @@ mod tests {
             },
             ..config()
         };
-        let rig = rig(&config).await;
+        let (rig, _) = rig(&config).await;
         let (mut device, connection) = tokio::io::duplex(16);
-        let session = run(
-            connection,
-            &config,
-            &rig.gateway,
-            &rig.outbox,
-            &rig.counters,
-            &rig.token,
-        );
+        let session = rig.session(connection, &config);
         let test = async {
-            for n in 0..COUNT {
-                rig.app
-                    .publish_raw("to_dev", vec![n; 8])
-                    .await
-                    .expect("published");
-            }
+            rig.publish(0..COUNT).await;
             let mut received = Vec::new();
             let reading = async {
                 while received.len() < COUNT as usize {
@@ -468,19 +469,11 @@ mod tests {
     #[tokio::test]
     async fn the_device_closing_mid_frame_publishes_nothing() {
         let config = config();
-        let rig = rig(&config).await;
+        let (rig, _) = rig(&config).await;
         let (mut device, connection) = tokio::io::duplex(64);
         device.write_all(&[5, 1, 2]).await.expect("device writes");
         drop(device);
-        let end = run(
-            connection,
-            &config,
-            &rig.gateway,
-            &rig.outbox,
-            &rig.counters,
-            &rig.token,
-        )
-        .await;
+        let end = rig.session(connection, &config).await;
         assert!(matches!(end, End::ClosedMidFrame), "{end}");
         assert_eq!(rig.counters.from_device.get(), 0);
     }
