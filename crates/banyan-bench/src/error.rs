@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// An executable the bench starts is not beside the bench's own.
-    #[error("{0} not found: build it with `cargo build --release` (it is built together with banyan-bench)")]
+    #[error("{0} not found: build the executables with `cargo build --release --features bench`")]
     MissingExecutable(PathBuf),
     /// A process could not be started.
     #[error("cannot start {name}: {source}")]
