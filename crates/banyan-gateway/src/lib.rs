@@ -82,6 +82,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod intake;
+pub mod metrics;
 pub mod outbox;
 pub mod stats;
 pub mod sync;

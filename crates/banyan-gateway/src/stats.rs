@@ -35,6 +35,10 @@ impl Counter {
 pub trait Report {
     /// Each counter's name and value.
     fn fields(&self) -> Vec<(&'static str, u64)>;
+
+    /// Each counter as a metric: its metric name (optionally with labels,
+    /// `dropped_messages_total{reason="away"}`), help text and value.
+    fn metric_fields(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
 
 /// Writes a report as every gateway shows it: `name=value name=value ...`.
@@ -51,6 +55,11 @@ pub fn write_report(report: &impl Report, f: &mut fmt::Formatter<'_>) -> fmt::Re
 /// Declares a gateway's counters: a `Stats` snapshot struct (public `u64`
 /// fields, [`Report`], `Display` as `name=value ...`) and a live counters
 /// struct of [`Counter`]s with a `snapshot()`.
+///
+/// Each counter is also a Prometheus counter (see [`crate::metrics`]): its
+/// doc comment is the help text, and `#[metric = "..."]` names it (the part
+/// after the gateway's prefix, labels allowed); without one the name is the
+/// field's, with `_total`.
 ///
 /// ```
 /// banyan_gateway::stats! {
@@ -79,7 +88,7 @@ macro_rules! stats {
         $vis:vis struct $stats:ident;
         $(#[$counters_meta:meta])*
         $cvis:vis struct $counters:ident {
-            $( $(#[doc = $doc:literal])* $field:ident ),* $(,)?
+            $( $(#[doc = $doc:literal])* $(#[metric = $metric:literal])? $field:ident ),* $(,)?
         }
     ) => {
         $(#[$stats_meta])*
@@ -105,6 +114,14 @@ macro_rules! stats {
             fn fields(&self) -> ::std::vec::Vec<(&'static str, u64)> {
                 ::std::vec![ $( (::std::stringify!($field), self.$field), )* ]
             }
+
+            fn metric_fields(&self) -> ::std::vec::Vec<(&'static str, &'static str, u64)> {
+                ::std::vec![ $( (
+                    $crate::__metric_name!($field $(, $metric)?),
+                    ::std::concat!($($doc),*),
+                    self.$field,
+                ), )* ]
+            }
         }
 
         impl ::std::fmt::Display for $stats {
@@ -112,6 +129,19 @@ macro_rules! stats {
                 $crate::stats::write_report(self, f)
             }
         }
+    };
+}
+
+/// The metric name of a `stats!` field: its `#[metric = "..."]`, or the
+/// field's name with `_total`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __metric_name {
+    ($field:ident) => {
+        ::std::concat!(::std::stringify!($field), "_total")
+    };
+    ($field:ident, $metric:literal) => {
+        $metric
     };
 }
 
@@ -126,7 +156,9 @@ mod tests {
         pub(crate) struct Counters {
             /// One.
             one,
-            /// Two.
+            /// Two
+            /// lines.
+            #[metric = "dropped_messages_total{reason=\"two\"}"]
             two,
         }
     }
@@ -141,5 +173,12 @@ mod tests {
         assert_eq!((stats.one, stats.two), (1, 5));
         assert_eq!(stats.fields(), vec![("one", 1), ("two", 5)]);
         assert_eq!(stats.to_string(), "one=1 two=5");
+        assert_eq!(
+            stats.metric_fields(),
+            vec![
+                ("one_total", " One.", 1),
+                ("dropped_messages_total{reason=\"two\"}", " Two lines.", 5)
+            ]
+        );
     }
 }
