@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::{EarlyExit, TopLevelCommand};
-use banyan_gateway::{Bus, CancellationToken, Gateway};
+use banyan_gateway::{metrics, Bus, CancellationToken, Gateway, Registry};
 
 /// python-banyan's default publisher port.
 pub const DEFAULT_PUBLISHER_PORT: u16 = banyan_core::backplane::DEFAULT_PUBLISHER_PORT;
@@ -222,6 +222,17 @@ impl BusFlags {
     }
 }
 
+/// What the skeleton ([`serve`]) reads from a component's flags.
+pub trait Component {
+    /// The bus flags.
+    fn bus_flags(&self) -> BusFlags;
+
+    /// `--metrics ADDR:PORT`, where Prometheus scrapes the component.
+    fn metrics_address(&self) -> Option<&str> {
+        None
+    }
+}
+
 /// A command line: argh's, plus the values `--help` shows in place of
 /// `{placeholders}` (the defaults of the flags that
 /// [`component_args!`](crate::component_args) declares for every gateway).
@@ -251,7 +262,8 @@ pub fn show_duration(duration: Duration) -> String {
 ///   read with `args.queue_policy()` (a [`banyan_gateway::QueuePolicy`],
 ///   `DEFAULT` filling what is not given);
 /// * `reconnect: DEFAULT;` adds `--reconnect-min` and `--reconnect-max`,
-///   read with `args.reconnect()` (a [`banyan_gateway::Reconnect`]).
+///   read with `args.reconnect()` (a [`banyan_gateway::Reconnect`]);
+/// * `metrics;` adds `--metrics ADDR:PORT`, served by [`serve`].
 ///
 /// ```text
 /// banyan::component_args! {
@@ -300,6 +312,15 @@ macro_rules! component_args {
             reconnect_max: Option<::std::time::Duration>,
         ] {$($impls)* reconnect($default)} $($rest)*);
     };
+    (@gather [$($flags:tt)*] {$($impls:tt)*} metrics; $($rest:tt)*) => {
+        $crate::component_args!(@gather [$($flags)*
+            /// serve Prometheus metrics at http://ADDR:PORT/metrics, e.g.
+            /// 127.0.0.1:9464 (port 0: any free port, shown at start; default:
+            /// off)
+            #[argh(option)]
+            metrics: Option<String>,
+        ] {$($impls)* metrics} $($rest)*);
+    };
     (@gather [$($flags:tt)*] {$($impls:tt)*}
         $(#[$meta:meta])* struct $name:ident { $($fields:tt)* }
     ) => {
@@ -321,8 +342,7 @@ macro_rules! component_args {
             $($flags)*
         }
 
-        impl $name {
-            /// The bus flags.
+        impl $crate::cli::Component for $name {
             fn bus_flags(&self) -> $crate::cli::BusFlags {
                 $crate::cli::BusFlags {
                     backplane: self.backplane.clone(),
@@ -330,6 +350,8 @@ macro_rules! component_args {
                     subscriber_port: self.subscriber_port,
                 }
             }
+
+            $crate::component_args!(@metrics_address $($impls)*);
         }
 
         impl $crate::cli::Flags for $name {
@@ -343,7 +365,19 @@ macro_rules! component_args {
 
         $crate::component_args!(@impls $name $($impls)*);
     };
+    (@metrics_address) => {};
+    (@metrics_address metrics $($rest:tt)*) => {
+        fn metrics_address(&self) -> Option<&str> {
+            self.metrics.as_deref()
+        }
+    };
+    (@metrics_address $other:ident($default:expr) $($rest:tt)*) => {
+        $crate::component_args!(@metrics_address $($rest)*);
+    };
     (@defaults $values:ident) => {};
+    (@defaults $values:ident metrics $($rest:tt)*) => {
+        $crate::component_args!(@defaults $values $($rest)*);
+    };
     (@defaults $values:ident queue($default:expr) $($rest:tt)*) => {
         let default: ::banyan_gateway::QueuePolicy = $default;
         $values.push(("{queue}", default.messages.to_string()));
@@ -358,6 +392,9 @@ macro_rules! component_args {
         $crate::component_args!(@defaults $values $($rest)*);
     };
     (@impls $name:ident) => {};
+    (@impls $name:ident metrics $($rest:tt)*) => {
+        $crate::component_args!(@impls $name $($rest)*);
+    };
     (@impls $name:ident queue($default:expr) $($rest:tt)*) => {
         impl $name {
             /// `--queue`, `--queue-bytes`, `--stall-grace`, defaults filled in.
@@ -454,18 +491,27 @@ pub fn fail(error: impl Display) -> ExitCode {
 /// The life of a component, the same for every executable that joins the
 /// bus: a configuration error is a usage error (exit code 2); then it joins
 /// the bus (`-b`, `-p`, `-s`; hosting a backplane when none runs), subscribes,
-/// prints the banner named `name`, runs until SIGINT or SIGTERM, closes the
-/// bus and logs what it counted as `stopped: name=value ...`. A failure on
-/// the way is logged and exits with code 1.
+/// prints the banner named `name` (and where its metrics are served, with
+/// `--metrics`), runs until SIGINT or SIGTERM, closes the bus and logs what
+/// it counted as `stopped: name=value ...`. A failure on the way is logged
+/// and exits with code 1.
 pub async fn serve<G: Gateway>(
     name: &str,
-    bus: &BusFlags,
+    flags: &impl Component,
     gateway: Result<G, impl Display>,
 ) -> ExitCode {
     let gateway = match gateway {
         Ok(gateway) => gateway,
         Err(e) => usage_error(&command(), e),
     };
+    let metrics_listener = match flags.metrics_address() {
+        Some(address) => match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => Some(listener),
+            Err(e) => usage_error(&command(), format!("--metrics {address}: {e}")),
+        },
+        None => None,
+    };
+    let bus = flags.bus_flags();
     let config = banyan_core::ClientConfig {
         publisher_port: bus.publisher_port,
         subscriber_port: bus.subscriber_port,
@@ -480,9 +526,17 @@ pub async fn serve<G: Gateway>(
         return fail(e);
     }
     let token = cancel_on_signal();
+    let registry = Registry::default();
     println!("{}", attached.banner(name));
     for line in gateway.banner() {
         println!("{line}");
+    }
+    if let Some(listener) = metrics_listener {
+        match listener.local_addr() {
+            Ok(address) => println!("Metrics on http://{address}/metrics"),
+            Err(e) => tracing::warn!("the metrics address: {e}"),
+        }
+        tokio::spawn(metrics::serve(listener, registry.clone(), token.clone()));
     }
     let banyan_core::Attached {
         client,
@@ -491,7 +545,12 @@ pub async fn serve<G: Gateway>(
         ..
     } = attached;
     let closer = client.clone();
-    let outcome = gateway.run(Bus { client, messages }, token).await;
+    let bus = Bus {
+        client,
+        messages,
+        metrics: registry,
+    };
+    let outcome = gateway.run(bus, token).await;
     let _ = closer.close().await;
     if let Some(backplane) = embedded {
         let _ = tokio::task::spawn_blocking(move || backplane.shutdown()).await;

@@ -35,5 +35,5 @@ async fn main() -> ExitCode {
         MonitorConfig { numpy: args.numpy },
         cli::split_list(&args.filter),
     );
-    cli::serve(&args.name, &args.bus_flags(), Ok::<_, String>(monitor)).await
+    cli::serve(&args.name, &args, Ok::<_, String>(monitor)).await
 }

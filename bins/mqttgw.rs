@@ -16,6 +16,7 @@ const DEFAULT_PASSWORD_ENV: &str = "MQTTGW_PASSWORD";
 banyan::component_args! {
     queue: DEFAULT_QUEUE;
     reconnect: Reconnect::default();
+    metrics;
     /// Forwards between the Banyan bus and an MQTT broker (python-banyan's mgw).
     /// Several values after -g or -j, repeated flags and comma lists all work.
     /// Durations are seconds, or a number with a unit (250ms, 1.5s).
@@ -163,5 +164,5 @@ async fn main() -> ExitCode {
         Err(e) => cli::usage_error(&cli::command(), e),
     };
     let gateway = Gateway::new(config(&args, credentials));
-    cli::serve(&args.name, &args.bus_flags(), gateway).await
+    cli::serve(&args.name, &args, gateway).await
 }

@@ -15,6 +15,7 @@ use tcp_gateway::{Config, PrefixWidth};
 banyan::component_args! {
     queue: DEFAULT_QUEUE;
     reconnect: Reconnect::default();
+    metrics;
     /// Joins a TCP device (a microcontroller running a TCP server) to the Banyan
     /// bus: bus messages on the -g topics go to the device as length-prefixed
     /// MessagePack, frames from the device are published on the -e topic.
@@ -110,5 +111,5 @@ async fn main() -> ExitCode {
     cli::init_logging();
     let _ = &args.event_loop;
     let gateway = tcp_gateway::Gateway::new(config(&args));
-    cli::serve(&args.name, &args.bus_flags(), gateway).await
+    cli::serve(&args.name, &args, gateway).await
 }

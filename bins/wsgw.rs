@@ -70,5 +70,5 @@ async fn main() -> ExitCode {
     let args: Args = cli::parse(&SPEC);
     cli::init_logging();
     let gateway = ws_gateway::Gateway::new(config(&args));
-    cli::serve(&args.name, &args.bus_flags(), gateway).await
+    cli::serve(&args.name, &args, gateway).await
 }

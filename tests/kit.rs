@@ -65,7 +65,7 @@ async fn every_gateway_reports_what_it_counted_the_same_way_at_exit() {
                 name
             })
             .collect();
-        assert!(names.contains(&"dropped"), "{name}: {line:?}");
+        assert!(names.contains(&"dropped_stalled"), "{name}: {line:?}");
     }
 }
 

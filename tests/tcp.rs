@@ -379,7 +379,14 @@ async fn a_device_slower_than_the_bus_loses_nothing() {
     }
     assert_eq!(rig.gw.stop(false).await, Some(0));
     let line = rig.gw.wait_for_text("stopped: ").await;
-    assert_eq!(count(&line, "dropped"), 0, "{line}");
+    assert_eq!(
+        (
+            count(&line, "dropped_away"),
+            count(&line, "dropped_stalled")
+        ),
+        (0, 0),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@ mod util;
 mod bench;
 mod bus;
 mod kit;
+mod metrics;
 mod mqtt;
 mod tcp;
 mod ws;

@@ -376,7 +376,7 @@ pub(crate) async fn assert_stall_ended_with_every_drop_counted(gateway: &mut Pro
     assert_eq!(gateway.stop(false).await, Some(0));
     let stopped = gateway.wait_for_text("stopped: ").await;
     assert_eq!(
-        count(&stopped, "dropped"),
+        count(&stopped, "dropped_stalled"),
         missed,
         "drops outside the stall: {stopped:?}"
     );

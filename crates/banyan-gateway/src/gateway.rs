@@ -8,16 +8,32 @@ use std::future::Future;
 use banyan_core::{Client, Messages};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Registry;
 use crate::stats::Report;
 
-/// A gateway's one connection to the bus: the client it publishes and
-/// subscribes with, and the messages its subscriptions receive.
+/// What a gateway runs with: its one connection to the bus (the client it
+/// publishes and subscribes with, and the messages its subscriptions
+/// receive), and where it reports its metrics.
 #[derive(Debug)]
 pub struct Bus {
     /// The connection.
     pub client: Client,
     /// What its subscriptions receive.
     pub messages: Messages,
+    /// Where the gateway registers its counters and gauges (scraped by
+    /// `--metrics`; unread otherwise).
+    pub metrics: Registry,
+}
+
+impl Bus {
+    /// A bus connection whose metrics nobody reads.
+    pub fn new(client: Client, messages: Messages) -> Bus {
+        Bus {
+            client,
+            messages,
+            metrics: Registry::default(),
+        }
+    }
 }
 
 /// A configured gateway, ready to join the bus.

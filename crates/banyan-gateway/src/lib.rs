@@ -28,7 +28,7 @@
 //! use banyan_core::rmpv::Value;
 //! use banyan_core::{Backplane, BackplaneConfig, Client, ClientConfig, Message};
 //! use banyan_gateway::outbox::{Limit, Peer};
-//! use banyan_gateway::{intake, Counter, Outbox, QueuePolicy, ToOne};
+//! use banyan_gateway::{intake, Drops, Outbox, QueuePolicy, ToOne};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -51,7 +51,7 @@
 //! let outbox = Arc::new(Outbox::new(
 //!     QueuePolicy::new(100, 1 << 20),
 //!     Peer::Connected,
-//!     Counter::default(),
+//!     Drops::default(),
 //! ));
 //! let token = CancellationToken::new();
 //! let intake = tokio::spawn({
@@ -93,7 +93,8 @@ pub use config::{parse_duration, QueuePolicy, Reconnect};
 pub use error::{Error, Result};
 pub use gateway::{Bus, Gateway};
 pub use intake::{Route, ToOne};
-pub use outbox::{Outbox, Pushed, Weigh};
+pub use metrics::Registry;
+pub use outbox::{Drops, Outbox, Pushed, Weigh};
 pub use stats::{Counter, Report};
 pub use tasks::Tasks;
 /// The cancellation token every gateway's `run` takes, re-exported.

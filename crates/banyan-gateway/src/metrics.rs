@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox::{Outbox, Peer, Weigh};
 use crate::sync::lock;
 
 /// What a metric is, as Prometheus types it.
@@ -143,6 +144,38 @@ fn parse_labels(text: &'static str) -> Vec<(&'static str, String)> {
             Some((key.trim(), value.trim().trim_matches('"').to_owned()))
         })
         .collect()
+}
+
+/// The gauges of a gateway's queues: messages and bytes waiting, peers
+/// connected and stalled, over `outboxes` (one per peer).
+pub fn queue_gauges<'a, T: Weigh + 'a>(
+    prefix: &str,
+    outboxes: impl IntoIterator<Item = &'a Outbox<T>>,
+) -> Vec<Metric> {
+    let (mut messages, mut bytes, mut connected, mut stalled) = (0usize, 0usize, 0usize, 0usize);
+    for outbox in outboxes {
+        messages += outbox.len();
+        bytes += outbox.bytes();
+        if outbox.peer() == Peer::Connected && !outbox.is_closed() {
+            connected += 1;
+        }
+        if outbox.is_stalled() {
+            stalled += 1;
+        }
+    }
+    let gauge = |name: &str, help: &str, value: usize| {
+        Metric::single(format!("{prefix}_{name}"), help, Kind::Gauge, value as f64)
+    };
+    vec![
+        gauge("queue_messages", "Messages queued for peers.", messages),
+        gauge("queue_bytes", "Bytes of payload queued for peers.", bytes),
+        gauge("peers_connected", "Peers connected.", connected),
+        gauge(
+            "peers_stalled",
+            "Connected peers that take nothing: their oldest messages are dropped.",
+            stalled,
+        ),
+    ]
 }
 
 type Source = Box<dyn Fn(&mut Vec<Metric>) + Send + Sync>;

@@ -48,6 +48,16 @@ impl Weigh for Bytes {
     }
 }
 
+/// The counters an outbox drops into, shared by the outboxes of a gateway
+/// (its `dropped_away` and `dropped_stalled` stats).
+#[derive(Clone, Debug, Default)]
+pub struct Drops {
+    /// Dropped while the peer was away: the outage queue's oldest.
+    pub away: Counter,
+    /// Dropped while the connected peer was stalled.
+    pub stalled: Counter,
+}
+
 /// Whether the peer is there to take messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -100,8 +110,8 @@ pub struct Outbox<T> {
     /// the peer's state changed.
     room: Notify,
     policy: QueuePolicy,
-    /// Shared by the outboxes of a gateway: its `dropped` count.
-    dropped: Counter,
+    /// Shared by the outboxes of a gateway: its drop counts.
+    drops: Drops,
     /// The span current when the outbox was made (the peer's): what the
     /// outbox logs is about that peer, whichever task makes it log.
     span: tracing::Span,
@@ -133,9 +143,9 @@ enum Note {
 
 impl<T: Weigh> Outbox<T> {
     /// An empty queue bounded by `policy`, its peer `peer`; messages it
-    /// drops are counted in `dropped` too. Make it inside the peer's span:
-    /// the outbox logs in it.
-    pub fn new(policy: QueuePolicy, peer: Peer, dropped: Counter) -> Outbox<T> {
+    /// drops are counted in `drops` too. Make it inside the peer's span: the
+    /// outbox logs in it.
+    pub fn new(policy: QueuePolicy, peer: Peer, drops: Drops) -> Outbox<T> {
         Outbox {
             state: Mutex::new(State {
                 // Grows on demand: a large bound costs nothing until used.
@@ -151,7 +161,7 @@ impl<T: Weigh> Outbox<T> {
             ready: Notify::new(),
             room: Notify::new(),
             policy,
-            dropped,
+            drops,
             span: tracing::Span::current(),
         }
     }
@@ -441,7 +451,10 @@ impl<T: Weigh> Outbox<T> {
         state.bytes -= item.weight();
         state.dropped += 1;
         state.missed += 1;
-        self.dropped.inc();
+        match state.peer {
+            Peer::Away => self.drops.away.inc(),
+            Peer::Connected => self.drops.stalled.inc(),
+        };
         true
     }
 
@@ -483,7 +496,7 @@ mod tests {
     }
 
     fn outbox(messages: usize, bytes: usize, peer: Peer) -> Outbox<Bytes> {
-        Outbox::new(QueuePolicy::new(messages, bytes), peer, Counter::default())
+        Outbox::new(QueuePolicy::new(messages, bytes), peer, Drops::default())
     }
 
     fn firsts(batch: &[Bytes]) -> Vec<u8> {
@@ -525,13 +538,16 @@ mod tests {
 
     #[test]
     fn away_keeps_the_newest_and_counts() {
-        let dropped = Counter::default();
-        let outbox = Outbox::new(QueuePolicy::new(3, 1 << 20), Peer::Away, dropped.clone());
+        let drops = Drops::default();
+        let outbox = Outbox::new(QueuePolicy::new(3, 1 << 20), Peer::Away, drops.clone());
         for n in 0..5 {
             outbox.push(b(n, 1));
         }
         assert_eq!(take_all(&outbox), [2, 3, 4]);
-        assert_eq!((outbox.dropped(), dropped.get()), (2, 2));
+        assert_eq!(
+            (outbox.dropped(), drops.away.get(), drops.stalled.get()),
+            (2, 2, 0)
+        );
         assert!(!outbox.mark_stalled(Duration::ZERO), "away is not stalled");
     }
 

@@ -26,6 +26,15 @@ use crate::codec::Outgoing;
 /// The most messages written to the connection between two flushes.
 pub(crate) const BATCH: usize = 1024;
 
+/// What [`Connection::publish`] handed to the connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// Publishes.
+    pub(crate) messages: u64,
+    /// Bytes of their payloads.
+    pub(crate) bytes: u64,
+}
+
 /// One MQTT connection (re-established by [`Connection::poll`] after a
 /// failure), with batched writes.
 pub(crate) struct Connection {
@@ -77,21 +86,22 @@ impl Connection {
         batch: &mut Vec<Outgoing>,
         qos: QoS,
         retain: bool,
-    ) -> (u64, Result<(), ConnectionError>) {
+    ) -> (Written, Result<(), ConnectionError>) {
         // A broker that takes nothing for this long is given up on, as
         // rumqttc does for its own flushes.
         let deadline = tokio::time::Instant::now() + self.timeout();
         let Some(network) = self.eventloop.network.as_mut() else {
-            return (0, Ok(()));
+            return (Written::default(), Ok(()));
         };
         let state = &mut self.eventloop.state;
         // rumqttc records an `Outgoing` event per packet for `poll` to hand
         // out; the gateway has no use for them.
         let events = state.events.len();
-        let mut written = 0;
+        let mut written = Written::default();
         let mut result = Ok(());
         let mut items = std::mem::take(batch).into_iter();
         for item in items.by_ref() {
+            let size = item.payload.len() as u64;
             let mut publish = Publish::from_bytes(item.topic, qos, item.payload);
             publish.retain = retain;
             let packet = if qos == QoS::AtMostOnce {
@@ -124,7 +134,8 @@ impl Connection {
                     }
                 }
             }
-            written += 1;
+            written.messages += 1;
+            written.bytes += size;
         }
         // Not handed to the connection: back to the caller, in order.
         batch.extend(items);
@@ -252,7 +263,7 @@ mod tests {
         let mut batch: Vec<Outgoing> = (1..=3).map(outgoing).collect();
         let (written, result) = connection.publish(&mut batch, QoS::AtMostOnce, true).await;
         assert!(result.is_ok());
-        assert_eq!((written, batch.len()), (3, 0));
+        assert_eq!((written.messages, written.bytes, batch.len()), (3, 3, 0));
         for n in 1..=3u8 {
             let (kind, body) = packet(&mut broker).await;
             assert_eq!(kind, 0x31, "PUBLISH, QoS 0, retained");
@@ -272,7 +283,7 @@ mod tests {
             .publish(&mut batch, QoS::AtLeastOnce, false)
             .await;
         assert!(result.is_ok());
-        assert_eq!(written, 2);
+        assert_eq!(written.messages, 2);
         assert_eq!(connection.room(QoS::AtLeastOnce), 1, "two in flight");
         // The broker goes away without acknowledging: poll fails and the
         // two publishes are handed back, in order.

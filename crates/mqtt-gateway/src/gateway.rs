@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use banyan_core::{Client, Message};
 use banyan_gateway::outbox::{Limit, Peer};
-use banyan_gateway::{intake, Backoff, Bus, CancellationToken, Counter, Outbox, Tasks, ToOne};
+use banyan_gateway::{
+    intake, metrics, Backoff, Bus, CancellationToken, Counter, Drops, Outbox, Tasks, ToOne,
+};
 use rumqttc::{
     ConnectReturnCode, ConnectionError, Disconnect, Event, MqttOptions, Packet, Publish, QoS,
     Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
@@ -37,28 +39,44 @@ use crate::routes::Routes;
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 banyan_gateway::stats! {
-    /// What the gateway did, returned by its `run`.
+    /// What the gateway did, returned by its `run` (its `stopped:` line and
+    /// its metrics, `banyan_mqttgw_*`).
     pub struct Stats;
     /// The live counters the gateway's tasks share.
     pub(crate) struct Counters {
         /// Connections made to the broker (CONNACKs received).
         connections,
         /// Bus messages handed to the MQTT connection.
+        #[metric = "to_mqtt_messages_total"]
         to_mqtt,
+        /// Bytes of MQTT payload handed to the connection.
+        #[metric = "to_mqtt_bytes_total"]
+        to_mqtt_bytes,
         /// MQTT messages published on the bus.
+        #[metric = "to_bus_messages_total"]
         to_bus,
-        /// Bus messages that could not be sent (JSON cannot carry them, too
-        /// big).
+        /// Bytes of MQTT payload published on the bus.
+        #[metric = "to_bus_bytes_total"]
+        to_bus_bytes,
+        /// Messages dropped, by reason: bus messages that could not be sent
+        /// (JSON cannot carry them, too big).
+        #[metric = "dropped_messages_total{reason=\"refused_from_bus\"}"]
         refused_from_bus,
         /// MQTT messages that could not be published (not JSON, not UTF-8,
         /// ...).
+        #[metric = "dropped_messages_total{reason=\"refused_from_mqtt\"}"]
         refused_from_mqtt,
         /// MQTT messages not published because they would go back to MQTT
         /// (the gateway's own publications, echoed by the broker).
+        #[metric = "dropped_messages_total{reason=\"looped\"}"]
         looped,
         /// Messages for MQTT dropped because the queue was full while the
-        /// broker was away or stalled.
-        dropped,
+        /// broker was away.
+        #[metric = "dropped_messages_total{reason=\"away\"}"]
+        dropped_away,
+        /// Messages for MQTT dropped because the broker was stalled.
+        #[metric = "dropped_messages_total{reason=\"stalled\"}"]
+        dropped_stalled,
     }
 }
 
@@ -131,14 +149,25 @@ impl Gateway {
         let Bus {
             client,
             mut messages,
+            metrics,
         } = bus;
         let routes = Arc::new(routes);
         let counters = Counters::default();
         let outbox = Arc::new(Outbox::new(
             config.queue,
             Peer::Away,
-            counters.dropped.clone(),
+            Drops {
+                away: counters.dropped_away.clone(),
+                stalled: counters.dropped_stalled.clone(),
+            },
         ));
+        metrics.register({
+            let (counters, outbox) = (counters.clone(), outbox.clone());
+            move |out| {
+                out.extend(metrics::from_report("banyan_mqttgw", &counters.snapshot()));
+                out.extend(metrics::queue_gauges("banyan_mqttgw", [&*outbox]));
+            }
+        });
         let tasks = Tasks::new(&token);
         tasks.spawn("bus intake", {
             let convert = convert(
@@ -330,7 +359,8 @@ impl Driver {
         batch: &mut Vec<Outgoing>,
     ) -> std::result::Result<(), ConnectionError> {
         let (written, result) = self.connection.publish(batch, self.qos, self.retain).await;
-        self.counters.to_mqtt.add(written);
+        self.counters.to_mqtt.add(written.messages);
+        self.counters.to_mqtt_bytes.add(written.bytes);
         if !batch.is_empty() {
             self.outbox.requeue(batch.drain(..));
         }
@@ -436,8 +466,10 @@ impl ToBus {
         });
         match converted {
             Ok(message) => {
+                let size = message.payload().len() as u64;
                 self.bus.send(message).await?;
                 self.counters.to_bus.inc();
+                self.counters.to_bus_bytes.add(size);
             }
             Err(error @ Error::WouldLoop { .. }) => {
                 let looped = self.counters.looped.inc();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use banyan_core::{Client, Message};
 use banyan_gateway::outbox::Peer;
-use banyan_gateway::{intake, Backoff, Bus, CancellationToken, Outbox, Tasks, ToOne};
+use banyan_gateway::{intake, metrics, Backoff, Bus, CancellationToken, Outbox, Tasks, ToOne};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -74,17 +74,20 @@ impl banyan_gateway::Gateway for Gateway {
         let Bus {
             client,
             mut messages,
+            metrics,
         } = bus;
         let config = Arc::new(self.config);
         let counters = Counters::default();
         // What the queue logs, and every connection's log, is the device's.
         let span = tracing::info_span!("device", addr = %config.server_address());
-        let outbox = span.in_scope(|| {
-            Arc::new(Outbox::new(
-                config.queue,
-                Peer::Away,
-                counters.dropped.clone(),
-            ))
+        let outbox =
+            span.in_scope(|| Arc::new(Outbox::new(config.queue, Peer::Away, counters.drops())));
+        metrics.register({
+            let (counters, outbox) = (counters.clone(), outbox.clone());
+            move |out| {
+                out.extend(metrics::from_report("banyan_tgw", &counters.snapshot()));
+                out.extend(metrics::queue_gauges("banyan_tgw", [&*outbox]));
+            }
         });
         let tasks = Tasks::new(&token);
         tasks.spawn("bus intake", {

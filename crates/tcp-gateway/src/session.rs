@@ -162,11 +162,13 @@ async fn read_device<R: AsyncRead + Unpin>(
                 continue;
             }
         }
+        let size = frame.len() as u64;
         let message = Message::from_raw(topic.clone(), frame.freeze());
         if client.send(message).await.is_err() {
             return End::BusClosed;
         }
         counters.from_device.inc();
+        counters.from_device_bytes.add(size);
     }
 }
 
@@ -207,6 +209,7 @@ async fn write_device<W: AsyncWrite + Unpin>(
             }
         }
         let frames = encode(&taken, framing, &mut batch, counters);
+        let bytes = batch.len() as u64 - frames as u64 * framing.width().bytes() as u64;
         let lost = frames;
         while !batch.is_empty() {
             let write = write_half.write_buf(&mut batch);
@@ -232,6 +235,7 @@ async fn write_device<W: AsyncWrite + Unpin>(
         }
         batch.clear();
         counters.to_device.add(frames as u64);
+        counters.to_device_bytes.add(bytes);
         outbox.written();
     }
 }
@@ -302,11 +306,7 @@ mod tests {
         let (app, from_device) = Client::connect(&bus).await.expect("app");
         app.subscribe("from_dev").await.expect("subscribed");
         let counters = Counters::default();
-        let outbox = Arc::new(Outbox::new(
-            config.queue,
-            Peer::Connected,
-            counters.dropped.clone(),
-        ));
+        let outbox = Arc::new(Outbox::new(config.queue, Peer::Connected, counters.drops()));
         let token = CancellationToken::new();
         tokio::spawn({
             let mut route = ToOne::new(outbox.clone(), Some::<Message>);
@@ -373,7 +373,7 @@ mod tests {
         for n in 0..50u8 {
             rig.outbox.push(Message::from_raw("to_dev", vec![n; 8]));
         }
-        assert_eq!(rig.counters.dropped.get(), 46);
+        assert_eq!(rig.counters.dropped_away.get(), 46);
         rig.outbox.set_peer(Peer::Connected);
         let session = rig.session(connection, &config);
         let test = async {
@@ -387,7 +387,7 @@ mod tests {
             // messages are dropped. No event says so but the counter: look
             // at it, within a deadline.
             tokio::time::timeout(Duration::from_secs(10), async {
-                while rig.counters.dropped.get() == 46 {
+                while rig.counters.dropped_stalled.get() == 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
@@ -417,7 +417,7 @@ mod tests {
         assert_eq!(wire.len() % 9, 0);
         assert_eq!(wire[..9], [8, 46, 46, 46, 46, 46, 46, 46, 46]);
         assert_eq!(
-            wire.len() / 9 + stats.dropped as usize,
+            wire.len() / 9 + (stats.dropped_away + stats.dropped_stalled) as usize,
             60,
             "each message delivered or counted as dropped"
         );
@@ -463,7 +463,11 @@ mod tests {
         assert!(matches!(end, End::Shutdown), "{end}");
         assert_eq!(received, (0..COUNT).collect::<Vec<_>>());
         let stats = rig.counters.snapshot();
-        assert_eq!((stats.dropped, stats.to_device), (0, COUNT as u64));
+        assert_eq!(
+            (stats.dropped_away + stats.dropped_stalled, stats.to_device),
+            (0, COUNT as u64)
+        );
+        assert_eq!(stats.to_device_bytes, 8 * COUNT as u64);
     }
 
     #[tokio::test]

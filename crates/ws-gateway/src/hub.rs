@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use banyan_core::{Client, Message};
+use banyan_gateway::metrics::{self, Metric};
 use banyan_gateway::{Outbox, Route, Weigh};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -95,6 +96,19 @@ impl Hub {
                 tracing::warn!(topic, error = %e, "unsubscribing the reply topic failed");
             }
         }
+    }
+}
+
+impl Hub {
+    /// The gateway's metrics now: its counters and its pages' queues.
+    pub(crate) fn metrics(&self) -> Vec<Metric> {
+        let mut out = metrics::from_report("banyan_wsgw", &self.counters.snapshot());
+        let routes = self.routes();
+        out.extend(metrics::queue_gauges(
+            "banyan_wsgw",
+            routes.all().map(|outbox| &**outbox),
+        ));
+        out
     }
 }
 

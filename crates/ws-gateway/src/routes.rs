@@ -64,6 +64,11 @@ impl<V> Routes<V> {
             .flat_map(|clients| clients.iter().map(|(_, v)| v))
     }
 
+    /// Every client of every topic.
+    pub fn all(&self) -> impl Iterator<Item = &V> {
+        self.topics.values().flatten().map(|(_, v)| v)
+    }
+
     /// Whether any client waits for `topic`.
     pub fn has(&self, topic: &str) -> bool {
         self.topics.contains_key(topic)
@@ -98,6 +103,9 @@ mod tests {
         assert_eq!(r.clients("from_a").count(), 0);
         assert!(r.join("from_a", 4, 'w'), "a topic emptied is new again");
         assert_eq!(r.len(), 2);
+        let mut all: Vec<char> = r.all().copied().collect();
+        all.sort();
+        assert_eq!(all, ['w', 'z']);
     }
 
     #[test]

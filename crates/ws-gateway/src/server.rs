@@ -96,6 +96,7 @@ impl banyan_gateway::Gateway for Gateway {
         let Bus {
             client,
             mut messages,
+            metrics,
         } = bus;
         let listener = TcpListener::from_std(self.listener).map_err(|source| Error::Listen {
             address: self.local.to_string(),
@@ -104,6 +105,10 @@ impl banyan_gateway::Gateway for Gateway {
         let counters = Counters::default();
         let grace = self.config.queue.stall_grace;
         let hub = Arc::new(Hub::new(client, self.config, counters.clone()));
+        metrics.register({
+            let hub = hub.clone();
+            move |out| out.extend(hub.metrics())
+        });
         let tasks = Tasks::new(&token);
         tasks.spawn("bus intake", {
             let mut route = ToPages(hub.clone());

@@ -104,7 +104,7 @@ pub(crate) async fn serve(
         let outbox = Arc::new(Outbox::new(
             hub.config.queue,
             Peer::Connected,
-            hub.counters.dropped.clone(),
+            hub.counters.drops(),
         ));
         hub.join(
             &reply,
@@ -246,6 +246,7 @@ async fn exchange(
                 // bus intake waits for its room for the grace period, then
                 // drops its oldest messages.
                 let count = batch.len() as u64;
+                let bytes: usize = batch.iter().map(|Text(text)| text.len()).sum();
                 tokio::select! {
                     sent = write_batch(ws, &mut batch) => if let Err(e) = sent {
                         tracing::debug!(error = %e, "sending failed");
@@ -254,6 +255,7 @@ async fn exchange(
                     () = stop.cancelled() => return,
                 }
                 hub.counters.to_pages.add(count);
+                hub.counters.to_pages_bytes.add(bytes as u64);
                 outbox.written();
             }
             frame = ws.next() => match classify(frame) {

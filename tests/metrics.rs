@@ -1,0 +1,217 @@
+//! Metrics: each executable's Prometheus endpoint, scraped while traffic
+//! and drops happen.
+
+use std::process::Command;
+
+use banyan_core::rmpv::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+/// `GET /metrics` from `address`: the body.
+async fn scrape(address: &str) -> String {
+    let mut stream = within(
+        "connecting to the metrics endpoint",
+        TcpStream::connect(address),
+    )
+    .await
+    .expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    within("the metrics response", stream.read_to_string(&mut response))
+        .await
+        .expect("response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample `sample` (a name with its labels) in `body`.
+fn sample(body: &str, sample: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+/// Scrapes until `sample` reaches `expected` (counters move as the
+/// gateway's tasks run); each scrape is an answer, the loop is bounded.
+async fn scrape_until(address: &str, name: &str, expected: f64) -> String {
+    let mut body = String::new();
+    for _ in 0..200 {
+        body = scrape(address).await;
+        if sample(&body, name) == Some(expected) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{name} never reached {expected}; last scrape:\n{body}");
+}
+
+/// Starts `name` with `--metrics 127.0.0.1:0`; returns it and the address
+/// from its start-up lines.
+async fn with_metrics(name: &str, command: &mut Command) -> (Proc, String) {
+    let mut proc = Proc::spawn(name, command.args(["--metrics", "127.0.0.1:0"]));
+    let line = proc.wait_for_text("Metrics on http://").await;
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (proc, address)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tgw_counts_what_it_sends_and_what_it_drops_while_the_device_is_away() {
+    let bp = BackplaneProc::start().await;
+    let device = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = device.local_addr().expect("address").port().to_string();
+    // The device is not listening at first: close the listener, keep the port.
+    drop(device);
+    let (_gateway, address) = with_metrics(
+        "tgw",
+        Command::new(exe("tgw")).args(bp.flags()).args([
+            "-a",
+            "127.0.0.1",
+            "-n",
+            &port,
+            "-g",
+            "to_dev",
+            "--queue",
+            "3",
+        ]),
+    )
+    .await;
+    let body = scrape(&address).await;
+    for family in [
+        "# TYPE banyan_tgw_to_device_messages_total counter",
+        "# TYPE banyan_tgw_dropped_messages_total counter",
+        "# TYPE banyan_tgw_queue_messages gauge",
+        "# TYPE banyan_tgw_peers_connected gauge",
+    ] {
+        assert!(body.contains(family), "{family} missing:\n{body}");
+    }
+    assert_eq!(sample(&body, "banyan_tgw_peers_connected"), Some(0.0));
+    let (client, _) = bp.connect().await;
+    within(
+        "the gateway's subscription",
+        client.wait_for_subscriber("to_dev"),
+    )
+    .await
+    .expect("subscribed");
+    for n in 0..5 {
+        client
+            .publish("to_dev", &Value::from(n))
+            .await
+            .expect("published");
+    }
+    // A queue of 3 while the device is away: 2 dropped, 3 waiting.
+    let body = scrape_until(
+        &address,
+        "banyan_tgw_dropped_messages_total{reason=\"away\"}",
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&body, "banyan_tgw_queue_messages"),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "banyan_tgw_dropped_messages_total{reason=\"stalled\"}"
+        ),
+        Some(0.0)
+    );
+    // The device comes: the queue is delivered and counted.
+    let device = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .expect("the device port again");
+    let (_connection, _) = within("the gateway to connect", device.accept())
+        .await
+        .expect("accept");
+    let body = scrape_until(&address, "banyan_tgw_to_device_messages_total", 3.0).await;
+    assert_eq!(
+        sample(&body, "banyan_tgw_peers_connected"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "banyan_tgw_to_device_bytes_total"),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "banyan_tgw_connections_total"),
+        Some(1.0),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqttgw_counts_what_it_drops_while_the_broker_is_away_and_serves_only_metrics() {
+    let bp = BackplaneProc::start().await;
+    // Nothing listens on port 9 (discard) of 127.0.0.1: the broker is away.
+    let (_gateway, address) = with_metrics(
+        "mqttgw",
+        Command::new(exe("mqttgw")).args(bp.flags()).args([
+            "-a",
+            "127.0.0.1",
+            "-d",
+            "9",
+            "--queue",
+            "2",
+        ]),
+    )
+    .await;
+    let (client, _) = bp.connect().await;
+    within(
+        "the gateway's subscription",
+        client.wait_for_subscriber("to_mqtt"),
+    )
+    .await
+    .expect("subscribed");
+    for n in 0..5 {
+        client
+            .publish("to_mqtt", &Value::from(n))
+            .await
+            .expect("published");
+    }
+    let body = scrape_until(
+        &address,
+        "banyan_mqttgw_dropped_messages_total{reason=\"away\"}",
+        3.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&body, "banyan_mqttgw_queue_messages"),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "banyan_mqttgw_connections_total"),
+        Some(0.0),
+        "{body}"
+    );
+    // Only GET /metrics is served.
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    within("the 404", stream.read_to_string(&mut response))
+        .await
+        .expect("response");
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
