@@ -59,6 +59,11 @@
 //! # }
 //! ```
 
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 pub mod attach;
 pub mod backplane;
 pub mod client;

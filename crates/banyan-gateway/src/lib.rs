@@ -28,8 +28,7 @@
 //! use banyan_core::rmpv::Value;
 //! use banyan_core::{Backplane, BackplaneConfig, Client, ClientConfig, Message};
 //! use banyan_gateway::outbox::{Limit, Peer};
-//! use banyan_gateway::{intake, Drops, Outbox, QueuePolicy, ToOne};
-//! use tokio_util::sync::CancellationToken;
+//! use banyan_gateway::{intake, CancellationToken, Drops, Outbox, QueuePolicy, ToOne};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,6 +75,11 @@
 //! # Ok(())
 //! # }
 //! ```
+
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 
 pub mod backoff;
 pub mod config;
