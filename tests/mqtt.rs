@@ -856,6 +856,66 @@ async fn bus_topics_match_exactly_as_pythons_mgw_and_prefixes_with_match_prefix(
     assert_eq!(json_of(&got), map(&[("n", 2.into())]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mgw_is_mqttgw_under_pythons_name() {
+    // The same help, but for the name in its usage line.
+    let help = |name: &str| {
+        let out = Command::new(exe(name))
+            .arg("--help")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{name} --help");
+        String::from_utf8(out.stdout).expect("utf-8 help")
+    };
+    let mgw = help("mgw");
+    assert!(mgw.starts_with("Usage: mgw "), "{mgw}");
+    assert_eq!(
+        mgw,
+        help("mqttgw").replacen("Usage: mqttgw ", "Usage: mgw ", 1)
+    );
+    for flag in ["--match", "--max-payload", "(default 1048576)", "-g", "-j"] {
+        assert!(mgw.contains(flag), "mgw --help lacks {flag}:\n{mgw}");
+    }
+    // Its errors name it, and the library validates its flags.
+    let out = Command::new(exe("mgw"))
+        .args(["--max-payload", "0"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mgw: --max-payload must be between 1 and")
+            && stderr.contains("see mgw --help"),
+        "{stderr}"
+    );
+
+    // It runs: python's banner and defaults, both directions.
+    let broker = Mosquitto::start("mgw", "allow_anonymous true").await;
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    let backplane = BackplaneProc::start().await;
+    let mut gateway = start_named("mgw", &backplane, &broker, &[], &[], "mqtt_network").await;
+    gateway
+        .expect_text("MQTT Gateway using Back Plane IP address")
+        .await;
+    let (bus, mut messages) = backplane.connect().await;
+    bus.subscribe("from_mqtt").await.expect("subscribed");
+    within("mgw's bus subscription", bus.wait_for_subscriber("to_mqtt"))
+        .await
+        .expect("subscribed");
+    bus.publish("to_mqtt", &Value::from("via mgw"))
+        .await
+        .expect("published");
+    assert_eq!(
+        json_of(&peer.recv("mgw's message").await),
+        Value::from("via mgw")
+    );
+    peer.publish("mqtt_network", QoS::AtLeastOnce, "7").await;
+    let got = recv(&mut messages, "an MQTT message through mgw").await;
+    assert_eq!(got.value().expect("msgpack"), Value::from(7));
+    assert_eq!(gateway.stop(false).await, Some(0));
+    gateway.wait_for_text("stopped: connections=1").await;
+}
+
 /// A python script of this test suite, run with the venv's python.
 fn python_script(name: &str) -> Command {
     let mut command = Command::new(python());
