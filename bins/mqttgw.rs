@@ -1,4 +1,5 @@
-//! `mqttgw`: the MQTT gateway (python-banyan's `mgw`).
+//! `mqttgw`: the MQTT gateway (python-banyan's `mgw`; `mgw` is this same
+//! program under python's name, see `mgw.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +7,9 @@ use std::time::Duration;
 
 use banyan::cli::{self, Alias, Spec};
 use banyan_gateway::Reconnect;
+use mqtt_gateway::codec::DEFAULT_MAX_PAYLOAD;
 use mqtt_gateway::config::{DEFAULT_KEEP_ALIVE, DEFAULT_QUEUE};
-use mqtt_gateway::{Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig};
+use mqtt_gateway::{Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig, TopicMatch};
 
 /// The environment variable read for the broker password when
 /// `--password-env` is not given.
@@ -30,7 +32,8 @@ banyan::component_args! {
         /// bus topic for messages from MQTT (default from_mqtt)
         #[argh(option, short = 'e', default = "String::from(\"from_mqtt\")")]
         bus_publish_topic: String,
-        /// bus topics forwarded to MQTT (prefix match; default to_mqtt)
+        /// bus topics forwarded to MQTT, matched exactly unless --match prefix
+        /// (default to_mqtt)
         #[argh(option, short = 'g')]
         bus_topics: Vec<String>,
         /// mqtt topic for messages from the bus (default from_banyan)
@@ -50,9 +53,18 @@ banyan::component_args! {
         /// -i); -j filters are then relative to PREFIX
         #[argh(option)]
         prefix: Option<String>,
+        /// how bus topics are matched against -g: exact (default, as python's
+        /// mgw: -g to_mqtt forwards to_mqtt, not to_mqtt_2) or prefix (every
+        /// topic starting with a -g topic)
+        #[argh(option, default = "TopicMatch::Exact", from_str_fn(topic_match))]
+        r#match: TopicMatch,
         /// mqtt payloads: json (default) or msgpack (bus bytes unchanged)
         #[argh(option, default = "PayloadFormat::Json")]
         format: PayloadFormat,
+        /// largest MQTT payload in bytes passed either way; a larger one is
+        /// refused, logged and counted, the connection kept (default 1048576)
+        #[argh(option, default = "DEFAULT_MAX_PAYLOAD")]
+        max_payload: usize,
         /// quality of service for publishing and subscribing: 0 (default), 1
         /// or 2
         #[argh(option, default = "QoS::AtMostOnce", from_str_fn(qos))]
@@ -90,6 +102,12 @@ const SPEC: Spec = Spec {
         unit: "ms",
     }],
 };
+
+fn topic_match(value: &str) -> Result<TopicMatch, String> {
+    value
+        .parse()
+        .map_err(|e: mqtt_gateway::routes::UnknownTopicMatch| e.to_string())
+}
 
 fn qos(value: &str) -> Result<QoS, String> {
     match value.trim() {
@@ -136,11 +154,13 @@ fn config(args: &Args, credentials: Option<Credentials>) -> Config {
         broker_address: args.broker_address.clone(),
         broker_port: args.broker_port,
         bus_topics,
+        matching: args.r#match,
         bus_publish_topic: args.bus_publish_topic.clone(),
         mqtt_publish_topic: args.mqtt_publish_topic.clone(),
         mqtt_topics,
         prefix: args.prefix.clone(),
         format: args.format,
+        max_payload: args.max_payload,
         qos: args.qos,
         retain: args.retain,
         client_id: args.client_id.clone().unwrap_or(defaults.client_id),
@@ -154,8 +174,9 @@ fn config(args: &Args, credentials: Option<Credentials>) -> Config {
     }
 }
 
+/// The program, for `mqttgw` and `mgw` alike.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = cli::parse(&SPEC);
     cli::init_logging();
     let _ = args.loop_time;

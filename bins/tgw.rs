@@ -7,8 +7,8 @@ use std::time::Duration;
 use banyan::cli::{self, Alias, Spec};
 use banyan_gateway::Reconnect;
 use tcp_gateway::config::{
-    DEFAULT_KEEPALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_NAME, DEFAULT_PORT, DEFAULT_PUBLISH_TOPIC,
-    DEFAULT_QUEUE, DEFAULT_TOPIC,
+    TopicMatch, UnknownTopicMatch, DEFAULT_KEEPALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_NAME,
+    DEFAULT_PORT, DEFAULT_PUBLISH_TOPIC, DEFAULT_QUEUE, DEFAULT_TOPIC,
 };
 use tcp_gateway::{Config, PrefixWidth};
 
@@ -30,7 +30,8 @@ banyan::component_args! {
         /// from_pico)
         #[argh(option, short = 'e', default = "String::from(DEFAULT_PUBLISH_TOPIC)")]
         publish_topic: String,
-        /// bus topic forwarded to the device; repeatable (default figura)
+        /// bus topic forwarded to the device, with every topic that starts
+        /// with it unless --match exact; repeatable (default figura)
         #[argh(option, short = 'g')]
         topics: Vec<String>,
         /// accepted for python-banyan compatibility and ignored
@@ -42,6 +43,10 @@ banyan::component_args! {
         /// name shown in the banner (default TcpGateway)
         #[argh(option, short = 'z', default = "String::from(DEFAULT_NAME)")]
         name: String,
+        /// how bus topics are matched against -g: prefix (default, as
+        /// python's tgw: -g figura forwards figura_2 too) or exact
+        #[argh(option, default = "TopicMatch::Prefix", from_str_fn(topic_match))]
+        r#match: TopicMatch,
         /// length prefix width in bytes: 1 (python-banyan's, payloads up to 255
         /// bytes), 2 or 4, big-endian (default 1)
         #[argh(option, default = "PrefixWidth::One", from_str_fn(prefix_width))]
@@ -84,6 +89,10 @@ fn prefix_width(value: &str) -> Result<PrefixWidth, String> {
     value.parse().map_err(|e: tcp_gateway::Error| e.to_string())
 }
 
+fn topic_match(value: &str) -> Result<TopicMatch, String> {
+    value.parse().map_err(|e: UnknownTopicMatch| e.to_string())
+}
+
 fn config(args: &Args) -> Config {
     let mut topics = cli::split_list(&args.topics);
     if topics.is_empty() {
@@ -93,6 +102,7 @@ fn config(args: &Args) -> Config {
         server: args.address.clone(),
         port: args.port,
         topics,
+        matching: args.r#match,
         publish_topic: args.publish_topic.clone(),
         prefix: args.prefix,
         max_payload: args.max_payload,

@@ -1,6 +1,6 @@
 //! The gateway kit's policies, run against each gateway executable: the same
 //! flags mean the same thing, and the same events are reported the same way,
-//! in `wsgw`, `tgw` and `mqttgw`.
+//! in `wsgw`, `tgw` and `mqttgw` (and `mgw`, its python name).
 
 use std::process::Command;
 use std::time::Duration;
@@ -21,7 +21,10 @@ fn gateways(bp: &BackplaneProc) -> Vec<(&'static str, Command)> {
     tcp.args(bp.flags()).args(["-a", "127.0.0.1", "-n", "9"]);
     let mut mqtt = Command::new(exe("mqttgw"));
     mqtt.args(bp.flags()).args(["-a", "127.0.0.1", "-d", "9"]);
-    vec![("wsgw", ws), ("tgw", tcp), ("mqttgw", mqtt)]
+    // python's name for the MQTT gateway: the same program.
+    let mut mgw = Command::new(exe("mgw"));
+    mgw.args(bp.flags()).args(["-a", "127.0.0.1", "-d", "9"]);
+    vec![("wsgw", ws), ("tgw", tcp), ("mqttgw", mqtt), ("mgw", mgw)]
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,6 +77,7 @@ async fn old_flag_spellings_are_listed_in_help_and_still_accepted() {
     for (exe_name, old, new) in [
         ("wsgw", "--stall-grace-ms", "--stall-grace"),
         ("mqttgw", "--stall-grace-ms", "--stall-grace"),
+        ("mgw", "--stall-grace-ms", "--stall-grace"),
         ("tgw", "--slow-device-grace", "--stall-grace"),
         ("tgw", "--retry-max", "--reconnect-max"),
         ("backplane", "--slow-subscriber-grace-ms", "--stall-grace"),

@@ -31,9 +31,21 @@ async fn start_gateway(
     env: &[(&str, &str)],
     last_filter: &str,
 ) -> Proc {
+    start_named("mqttgw", backplane, broker, args, env, last_filter).await
+}
+
+/// [`start_gateway`] with the executable named `name` (`mqttgw` or `mgw`).
+async fn start_named(
+    name: &str,
+    backplane: &BackplaneProc,
+    broker: &Mosquitto,
+    args: &[&str],
+    env: &[(&str, &str)],
+    last_filter: &str,
+) -> Proc {
     let mut gateway = Proc::spawn(
-        "mqttgw",
-        Command::new(exe("mqttgw"))
+        name,
+        Command::new(exe(name))
             .args(backplane.flags())
             .args(["-a", "127.0.0.1", "-d", &broker.port.to_string()])
             .args(args)
@@ -106,20 +118,28 @@ async fn both_directions_with_several_bus_topics() {
     )
     .await;
 
-    // Bus -> MQTT, from every -g topic (python only forwarded `to_mqtt`).
-    for (topic, n) in [("alpha", 1), ("beta", 2), ("gamma", 3), ("alpha_x", 4)] {
+    // Bus -> MQTT, from every -g topic (python only forwarded `to_mqtt`),
+    // each matched exactly (as python matched `to_mqtt`): `alpha_x` is not
+    // forwarded, nor `gamma`; `alpha` again is the marker after them.
+    for (topic, n) in [
+        ("alpha", 1),
+        ("beta", 2),
+        ("gamma", 3),
+        ("alpha_x", 4),
+        ("alpha", 5),
+    ] {
         s.bus
             .publish(topic, &map(&[("n", n.into())]))
             .await
             .expect("published");
     }
-    for n in [1, 2, 4] {
+    for n in [1, 2, 5] {
         let got = peer.recv("a bus message on MQTT").await;
         assert_eq!(got.topic, "out");
         assert_eq!(
             json_of(&got),
             map(&[("n", n.into())]),
-            "gamma is not forwarded"
+            "gamma and alpha_x are not forwarded"
         );
     }
 
@@ -210,9 +230,12 @@ async fn prefix_mapping_keeps_topics_apart_both_ways() {
     let mut peer = Peer::connect(broker.port, &["banyan/#"], QoS::AtMostOnce).await;
     // `-j '#'` also brings the gateway its own publications back: they must
     // not go round again.
+    // Every bus topic starting with `to_` goes to MQTT: `--match prefix`.
     let mut s = setup(
         broker,
-        &["--prefix", "banyan", "-g", "to_", "-j", "#"],
+        &[
+            "--prefix", "banyan", "--match", "prefix", "-g", "to_", "-j", "#",
+        ],
         "banyan/#",
         &["from_"],
     )
@@ -258,6 +281,44 @@ async fn prefix_mapping_keeps_topics_apart_both_ways() {
         line.contains("looped=2") && line.contains("to_bus=2"),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_topic_the_broker_would_close_the_connection_for_is_refused_alone() {
+    let broker = Mosquitto::start("badtopic", "allow_anonymous true").await;
+    let mut peer = Peer::connect(broker.port, &["banyan/#"], QoS::AtMostOnce).await;
+    // QoS 1: a publication that cost the connection would be sent again on
+    // every reconnection, for ever.
+    let mut s = setup(
+        broker,
+        &[
+            "--prefix", "banyan", "--match", "prefix", "-g", "to_", "-j", "in", "--qos", "1",
+        ],
+        "banyan/in",
+        &[],
+    )
+    .await;
+    within(
+        "the gateway's bus subscription",
+        s.bus.wait_for_subscriber("to_"),
+    )
+    .await
+    .expect("subscribed");
+    // mosquitto closes the connection of a client that publishes on a topic
+    // with a control character ("malformed packet").
+    for topic in ["to_\u{1}bell", "to_\u{85}next", "to_ok"] {
+        s.bus
+            .publish(topic, &Value::from(topic))
+            .await
+            .expect("published");
+    }
+    let got = peer.recv("the message with a good topic").await;
+    assert_eq!(got.topic, "banyan/to_ok");
+    assert_eq!(s.gateway.stop(false).await, Some(0));
+    let line = s.gateway.wait_for_text("stopped: ").await;
+    assert_eq!(count(&line, "connections"), 1, "{line}");
+    assert_eq!(count(&line, "refused_from_bus"), 2, "{line}");
+    s.gateway.expect_text("is not a valid MQTT topic").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,6 +708,212 @@ async fn tls_with_a_ca_file() {
     assert_eq!(got.value().expect("msgpack"), Value::from("over tls"));
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_message_over_the_limit_is_refused_and_the_connection_stays() {
+    // mosquitto takes and keeps messages of up to 8 MiB here; the gateway's
+    // limit is its default, 1 MiB.
+    let broker = Mosquitto::start(
+        "toolarge",
+        "allow_anonymous true\nmessage_size_limit 8388608",
+    )
+    .await;
+    let mut peer = Peer::connect(
+        broker.port,
+        &["mqtt_network", "from_banyan"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    // 2 MiB retained on the topic the gateway subscribes to: the broker
+    // sends it on every (re)subscription. Its copy coming back to the peer
+    // says the broker has stored it.
+    let big = vec![b'7'; 2 << 20];
+    peer.publish_retained("mqtt_network", big.clone()).await;
+    let stored = peer.recv("the 2 MiB message back from the broker").await;
+    assert_eq!(stored.payload.len(), big.len());
+
+    let mut s = setup(broker, &[], "mqtt_network", &["from_mqtt"]).await;
+    for n in 1..=5 {
+        peer.publish("mqtt_network", QoS::AtLeastOnce, n.to_string())
+            .await;
+    }
+    // The retained message came first on the gateway's connection: the
+    // first one on the bus is 1, so it was not published.
+    for n in 1..=5 {
+        let got = recv(&mut s.messages, "the small messages, in order").await;
+        assert_eq!(got.value().expect("msgpack"), Value::from(n));
+    }
+    let line = s.gateway.wait_for_text("not published on the bus").await;
+    assert!(
+        line.contains("mqtt_network")
+            && line.contains("2097152 bytes")
+            && line.contains("--max-payload")
+            && line.contains("retained=true"),
+        "{line}"
+    );
+
+    // The other way: a bus payload whose JSON is over 1 MiB is not sent;
+    // what follows it is.
+    s.bus
+        .publish("to_mqtt", &Value::Binary(vec![0; 1 << 20]))
+        .await
+        .expect("published");
+    s.bus
+        .publish("to_mqtt", &Value::from("after the big one"))
+        .await
+        .expect("published");
+    let got = loop {
+        let got = peer.recv("the message after the big one on MQTT").await;
+        if got.topic == "from_banyan" {
+            break got;
+        }
+    };
+    assert_eq!(json_of(&got), Value::from("after the big one"));
+
+    // One connection all along, both refusals counted.
+    assert_eq!(s.gateway.stop(false).await, Some(0));
+    let line = s.gateway.wait_for_text("stopped: ").await;
+    assert_eq!(count(&line, "connections"), 1, "{line}");
+    assert_eq!(count(&line, "too_large"), 2, "{line}");
+    assert_eq!(count(&line, "to_bus"), 5, "{line}");
+    assert_eq!(count(&line, "to_mqtt"), 1, "{line}");
+}
+
+/// Publishes `{"n": 1}` on `to_mqtt_other`, then `{"n": 2}` on `to_mqtt`,
+/// and returns the first message `peer` gets on `from_banyan`: `n` 2 when
+/// the gateway matches exactly (python's `mgw`), 1 when it matches prefixes.
+async fn first_forwarded(bus: &Client, peer: &mut Peer) -> Value {
+    within(
+        "the gateway's bus subscription",
+        bus.wait_for_subscriber("to_mqtt"),
+    )
+    .await
+    .expect("subscribed");
+    for (topic, n) in [("to_mqtt_other", 1), ("to_mqtt", 2)] {
+        bus.publish(topic, &map(&[("n", n.into())]))
+            .await
+            .expect("published");
+    }
+    json_of(&peer.recv("the first bus message on MQTT").await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_topics_match_exactly_as_pythons_mgw_and_prefixes_with_match_prefix() {
+    let broker = Mosquitto::start("match", "allow_anonymous true").await;
+    let backplane = BackplaneProc::start().await;
+    let (bus, _messages) = backplane.connect().await;
+
+    // python-banyan 3.17's own gateway, on the same bus and broker: its
+    // subscription `to_mqtt` delivers `to_mqtt_other` too, and it forwards
+    // only `to_mqtt`.
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    let mut python = Proc::spawn(
+        "python mgw",
+        Command::new(python())
+            .arg("-u")
+            .arg(root().join("tests/mqtt/python_mgw.py"))
+            .args([
+                &backplane.publisher_port.to_string(),
+                &backplane.subscriber_port.to_string(),
+                &broker.port.to_string(),
+            ]),
+    );
+    python.wait_for_text("Connected to MQTT").await;
+    assert_eq!(
+        first_forwarded(&bus, &mut peer).await,
+        map(&[("n", 2.into())]),
+        "python's mgw forwarded to_mqtt_other"
+    );
+    drop(python);
+
+    // Ours by default: the same.
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    let gateway = start_gateway(&backplane, &broker, &[], &[], "mqtt_network").await;
+    assert_eq!(
+        first_forwarded(&bus, &mut peer).await,
+        map(&[("n", 2.into())]),
+        "to_mqtt_other was forwarded by default"
+    );
+    drop(gateway);
+
+    // With the opt-in, every topic starting with a -g topic.
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    let _gateway = start_gateway(
+        &backplane,
+        &broker,
+        &["--match", "prefix"],
+        &[],
+        "mqtt_network",
+    )
+    .await;
+    assert_eq!(
+        first_forwarded(&bus, &mut peer).await,
+        map(&[("n", 1.into())]),
+        "--match prefix forwards to_mqtt_other"
+    );
+    let got = peer.recv("to_mqtt after to_mqtt_other").await;
+    assert_eq!(json_of(&got), map(&[("n", 2.into())]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mgw_is_mqttgw_under_pythons_name() {
+    // The same help, but for the name in its usage line.
+    let help = |name: &str| {
+        let out = Command::new(exe(name))
+            .arg("--help")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{name} --help");
+        String::from_utf8(out.stdout).expect("utf-8 help")
+    };
+    let mgw = help("mgw");
+    assert!(mgw.starts_with("Usage: mgw "), "{mgw}");
+    assert_eq!(
+        mgw,
+        help("mqttgw").replacen("Usage: mqttgw ", "Usage: mgw ", 1)
+    );
+    for flag in ["--match", "--max-payload", "(default 1048576)", "-g", "-j"] {
+        assert!(mgw.contains(flag), "mgw --help lacks {flag}:\n{mgw}");
+    }
+    // Its errors name it, and the library validates its flags.
+    let out = Command::new(exe("mgw"))
+        .args(["--max-payload", "0"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mgw: --max-payload must be between 1 and")
+            && stderr.contains("see mgw --help"),
+        "{stderr}"
+    );
+
+    // It runs: python's banner and defaults, both directions.
+    let broker = Mosquitto::start("mgw", "allow_anonymous true").await;
+    let mut peer = Peer::connect(broker.port, &["from_banyan"], QoS::AtMostOnce).await;
+    let backplane = BackplaneProc::start().await;
+    let mut gateway = start_named("mgw", &backplane, &broker, &[], &[], "mqtt_network").await;
+    gateway
+        .expect_text("MQTT Gateway using Back Plane IP address")
+        .await;
+    let (bus, mut messages) = backplane.connect().await;
+    bus.subscribe("from_mqtt").await.expect("subscribed");
+    within("mgw's bus subscription", bus.wait_for_subscriber("to_mqtt"))
+        .await
+        .expect("subscribed");
+    bus.publish("to_mqtt", &Value::from("via mgw"))
+        .await
+        .expect("published");
+    assert_eq!(
+        json_of(&peer.recv("mgw's message").await),
+        Value::from("via mgw")
+    );
+    peer.publish("mqtt_network", QoS::AtLeastOnce, "7").await;
+    let got = recv(&mut messages, "an MQTT message through mgw").await;
+    assert_eq!(got.value().expect("msgpack"), Value::from(7));
+    assert_eq!(gateway.stop(false).await, Some(0));
+    gateway.wait_for_text("stopped: connections=1").await;
 }
 
 /// A python script of this test suite, run with the venv's python.

@@ -414,6 +414,41 @@ async fn a_silent_device_is_reconnected_and_invalid_frames_are_refused() {
     drop(device);
 }
 
+/// Publishes `1` on `to_dev_2`, then `2` on `to_dev`, and returns the first
+/// payload the device gets: `1` when the gateway forwards prefix matches
+/// (python's `tgw`), `2` when it matches exactly.
+async fn first_to_device(rig: &mut Rig, device: &mut TcpStream) -> Vec<u8> {
+    for (topic, n) in [("to_dev_2", 1), ("to_dev", 2)] {
+        rig.client
+            .publish(topic, &Value::from(n))
+            .await
+            .expect("published");
+    }
+    read_frame(device, 1).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_match_as_prefixes_as_pythons_tgw_and_exactly_with_match_exact() {
+    // python's tgw forwards all its ZeroMQ subscription delivers.
+    let mut rig = Rig::start(&[]).await;
+    let mut device = rig.accept().await;
+    assert_eq!(
+        first_to_device(&mut rig, &mut device).await,
+        encode(&Value::from(1))
+    );
+    assert_eq!(read_frame(&mut device, 1).await, encode(&Value::from(2)));
+
+    // The opt-in: only `to_dev` itself.
+    let mut rig = Rig::start(&["--match", "exact"]).await;
+    let mut device = rig.accept().await;
+    assert_eq!(
+        first_to_device(&mut rig, &mut device).await,
+        encode(&Value::from(2)),
+        "to_dev_2 was forwarded under --match exact"
+    );
+    rig.gw.expect_text("not sent to the device").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_banyan_and_a_micropython_style_device() {
     let bp = BackplaneProc::start().await;

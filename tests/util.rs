@@ -49,6 +49,7 @@ pub(crate) fn exe(name: &str) -> PathBuf {
         "wsgw" => env!("CARGO_BIN_EXE_wsgw"),
         "tgw" => env!("CARGO_BIN_EXE_tgw"),
         "mqttgw" => env!("CARGO_BIN_EXE_mqttgw"),
+        "mgw" => env!("CARGO_BIN_EXE_mgw"),
         #[cfg(feature = "bench")]
         "banyan-bench" => env!("CARGO_BIN_EXE_banyan-bench"),
         other => panic!("unknown executable {other}"),

@@ -127,8 +127,9 @@ impl Peer {
         let id = format!("test-peer-{}", free_port());
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
-        // The gateway's own limit, not rumqttc's default of 10 KiB.
-        options.set_max_packet_size(1 << 20, 1 << 20);
+        // Beyond the gateway's default limit (1 MiB), so that the tests can
+        // send it more; not rumqttc's default of 10 KiB.
+        options.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let (tx, received) = mpsc::unbounded_channel();
         let (ready_tx, mut ready) = mpsc::unbounded_channel();
@@ -166,6 +167,14 @@ impl Peer {
     pub(crate) async fn publish(&self, topic: &str, qos: QoS, payload: impl Into<Vec<u8>>) {
         self.client
             .publish(topic, qos, false, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// Publishes `payload` on `topic`, retained by the broker.
+    pub(crate) async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
             .await
             .expect("publish");
     }

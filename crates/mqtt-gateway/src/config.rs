@@ -8,9 +8,10 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 pub use rumqttc::QoS;
 
-use crate::codec::{PayloadFormat, MAX_PACKET_SIZE};
+use crate::codec::{Codec, PayloadFormat, DEFAULT_MAX_PAYLOAD};
+use crate::connection;
 use crate::error::{Error, Result};
-use crate::routes::Routes;
+use crate::routes::{Routes, TopicMatch};
 use crate::tls::{self, TlsConfig};
 
 /// A user name and password for the broker. `Debug` never shows the password.
@@ -38,8 +39,12 @@ pub struct Config {
     pub broker_address: String,
     /// The broker's port (`-d`, 1883).
     pub broker_port: u16,
-    /// Bus topic prefixes forwarded to MQTT (`-g`, "to_mqtt").
+    /// Bus topics forwarded to MQTT (`-g`, "to_mqtt"), matched by
+    /// [`Config::matching`].
     pub bus_topics: Vec<String>,
+    /// How bus topics are matched against [`Config::bus_topics`]
+    /// (`--match`): exactly by default, as python's `mgw` does.
+    pub matching: TopicMatch,
     /// Bus topic for what comes from MQTT (`-e`, "from_mqtt").
     pub bus_publish_topic: String,
     /// MQTT topic for what comes from the bus (`-i`, "from_banyan").
@@ -50,6 +55,10 @@ pub struct Config {
     pub prefix: Option<String>,
     /// What MQTT payloads are.
     pub format: PayloadFormat,
+    /// The largest MQTT payload passed either way, in bytes
+    /// (`--max-payload`, 1 MiB). A larger one is refused, logged and
+    /// counted, and the connection stays up.
+    pub max_payload: usize,
     /// QoS of what the gateway publishes and subscribes to (0, as python).
     pub qos: QoS,
     /// Whether what the gateway publishes is retained by the broker.
@@ -85,11 +94,13 @@ impl Default for Config {
             broker_address: "localhost".into(),
             broker_port: 1883,
             bus_topics: vec!["to_mqtt".into()],
+            matching: TopicMatch::Exact,
             bus_publish_topic: "from_mqtt".into(),
             mqtt_publish_topic: "from_banyan".into(),
             mqtt_topics: vec!["mqtt_network".into()],
             prefix: None,
             format: PayloadFormat::Json,
+            max_payload: DEFAULT_MAX_PAYLOAD,
             qos: QoS::AtMostOnce,
             retain: false,
             client_id: format!("mqttgw-{}", std::process::id()),
@@ -107,11 +118,17 @@ impl Config {
     pub fn routes(&self) -> Result<Routes> {
         Routes::new(
             &self.bus_topics,
+            self.matching,
             &self.bus_publish_topic,
             &self.mqtt_publish_topic,
             &self.mqtt_topics,
             self.prefix.as_deref(),
         )
+    }
+
+    /// The validated payload conversion.
+    pub fn codec(&self) -> Result<Codec> {
+        Codec::new(self.format, self.max_payload)
     }
 
     /// The MQTT client settings (reads the CA file when TLS is on).
@@ -129,8 +146,8 @@ impl Config {
             .set_keep_alive(self.keep_alive.unwrap_or(Duration::ZERO))
             // A new session each time: the gateway resubscribes and resends
             // from its own outage queue, which survives any broker restart.
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+            .set_clean_session(true);
+        connection::set_packet_limits(&mut options, self.max_payload);
         if let Some(credentials) = &self.credentials {
             options.set_credentials(credentials.username.clone(), credentials.password.clone());
         }
@@ -158,6 +175,9 @@ mod tests {
         assert_eq!(config.bus_topics, vec!["to_mqtt"]);
         assert_eq!(config.mqtt_topics, vec!["mqtt_network"]);
         assert_eq!(config.qos, QoS::AtMostOnce);
+        assert_eq!(config.matching, TopicMatch::Exact);
+        assert_eq!(config.max_payload, 1 << 20);
+        assert!(config.codec().is_ok());
         let options = config.mqtt_options().expect("valid");
         assert_eq!(options.keep_alive(), Duration::from_secs(60));
         assert!(config.routes().is_ok());
@@ -186,5 +206,10 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(config.mqtt_options(), Err(Error::KeepAlive)));
+        let config = Config {
+            max_payload: 0,
+            ..Config::default()
+        };
+        assert!(matches!(config.codec(), Err(Error::MaxPayload { .. })));
     }
 }

@@ -16,12 +16,28 @@
 //! `pending`, `mqtt_options`, `network_options`) are public in rumqttc
 //! 0.25.1, which the workspace pins exactly; a new rumqttc version must pass
 //! this module's tests before the pin moves.
+//!
+//! **Packets over the payload limit.** rumqttc's reader checks each packet's
+//! announced length against `max_incoming_packet_size` before reading it,
+//! and fails the whole connection when it is over: the rest of the stream
+//! cannot be found without reading the packet, and its reader offers no way
+//! to skip it. A broker then sends the same retained message on every
+//! reconnection, and the connection never stays up. So the gateway sets the
+//! reader's limit well above `--max-payload` ([`read_limit`]), reads an
+//! oversized publish whole, and refuses it itself (the codec's
+//! `TooLarge`), on a connection that stays up. The read limit bounds the
+//! memory one packet can take; a packet over even that still ends the
+//! connection ([`too_large_packet`] recognises it, for the log and the
+//! count), and the reconnection backoff paces the retries.
 
 use std::time::Duration;
 
-use rumqttc::{ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Request};
+use rumqttc::{
+    ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Request, StateError,
+};
 
-use crate::codec::Outgoing;
+use crate::codec::{Outgoing, MAX_REMAINING_LENGTH};
+use crate::routes::MAX_TOPIC_LEN;
 
 /// The most messages written to the connection between two flushes.
 pub(crate) const BATCH: usize = 1024;
@@ -33,6 +49,47 @@ pub(crate) struct Written {
     pub(crate) messages: u64,
     /// Bytes of their payloads.
     pub(crate) bytes: u64,
+}
+
+/// The largest packet body read whole (and refused when over
+/// `--max-payload`) when `--max-payload` is smaller: 64 MiB. Big enough for
+/// the pictures and firmware images people do put on MQTT, small enough
+/// that one packet cannot take a small machine's memory.
+pub(crate) const READ_FLOOR: usize = 64 << 20;
+
+/// Room in a packet body beside the payload: the topic, its 2-byte length
+/// and a packet id.
+const TOPIC_ROOM: usize = MAX_TOPIC_LEN + 4;
+
+/// The largest packet body (MQTT's "remaining length") the connection reads
+/// whole for a payload limit of `max_payload`: at least [`READ_FLOOR`],
+/// enough for any topic with a `max_payload` payload, at most what MQTT
+/// can express.
+pub(crate) fn read_limit(max_payload: usize) -> usize {
+    max_payload
+        .saturating_add(TOPIC_ROOM)
+        .clamp(READ_FLOOR, MAX_REMAINING_LENGTH)
+}
+
+/// Sets rumqttc's packet limits for a payload limit of `max_payload`: the
+/// reader's to [`read_limit`]; the writer's to what MQTT allows, since the
+/// codec refuses a payload that does not fit before it reaches rumqttc
+/// (whose own refusal would fail the connection).
+pub(crate) fn set_packet_limits(options: &mut MqttOptions, max_payload: usize) {
+    // rumqttc compares the whole packet: 1 byte of type and up to 4 of
+    // length before the body.
+    options.set_max_packet_size(read_limit(max_payload), MAX_REMAINING_LENGTH + 5);
+}
+
+/// The announced body length of a packet over the read limit, when that is
+/// why the connection failed.
+pub(crate) fn too_large_packet(error: &ConnectionError) -> Option<usize> {
+    match error {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
 }
 
 /// One MQTT connection (re-established by [`Connection::poll`] after a
@@ -246,6 +303,111 @@ mod tests {
         let (event, stream) = tokio::join!(connection.poll(), accept);
         assert!(matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))));
         (connection, stream)
+    }
+
+    /// An MQTT remaining length.
+    fn varint(mut len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let byte = (len % 128) as u8;
+            len /= 128;
+            if len == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// A QoS 0 PUBLISH as a broker sends it.
+    fn publish_packet(topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
+        let mut packet = vec![0x30 | u8::from(retain)];
+        packet.extend(varint(2 + topic.len() + payload.len()));
+        packet.extend((topic.len() as u16).to_be_bytes());
+        packet.extend(topic.as_bytes());
+        packet.extend(payload);
+        packet
+    }
+
+    async fn next_publish(connection: &mut Connection) -> Publish {
+        let polled = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match connection.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(publish))) => return Ok(publish),
+                    Ok(_) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        })
+        .await;
+        polled
+            .expect("a publish within 10 s")
+            .expect("the connection stays up")
+    }
+
+    #[test]
+    fn the_read_limit_is_above_the_payload_limit_and_within_mqtt() {
+        assert_eq!(read_limit(1), READ_FLOOR);
+        assert_eq!(read_limit(1 << 20), READ_FLOOR);
+        assert_eq!(read_limit(READ_FLOOR), READ_FLOOR + TOPIC_ROOM);
+        assert_eq!(read_limit(MAX_REMAINING_LENGTH), MAX_REMAINING_LENGTH);
+        assert_eq!(read_limit(usize::MAX), MAX_REMAINING_LENGTH);
+    }
+
+    #[tokio::test]
+    async fn a_publish_over_the_payload_limit_is_read_whole_and_the_connection_stays() {
+        let (listener, mut options) = broker().await;
+        set_packet_limits(&mut options, 1 << 20);
+        let (mut connection, mut broker) = connected(&listener, options).await;
+        // 2 MiB, retained, then a small one: rumqttc's own limit (set by
+        // the gateway to 1 MiB before) would have failed the connection on
+        // the first.
+        let big = vec![0x5a; 2 << 20];
+        let mut wire = publish_packet("big", &big, true);
+        wire.extend(publish_packet("small", b"1", false));
+        let writing = tokio::spawn(async move {
+            broker.write_all(&wire).await.expect("broker writes");
+            broker
+        });
+        let first = next_publish(&mut connection).await;
+        assert_eq!((first.topic.as_str(), first.retain), ("big", true));
+        assert_eq!(first.payload.len(), 2 << 20);
+        let second = next_publish(&mut connection).await;
+        assert_eq!(
+            (second.topic.as_str(), &second.payload[..]),
+            ("small", &b"1"[..])
+        );
+        assert_eq!(connection.room(QoS::AtMostOnce), BATCH, "still connected");
+        drop(writing.await.expect("broker task"));
+    }
+
+    #[tokio::test]
+    async fn a_packet_over_the_read_limit_fails_the_connection_and_is_recognised() {
+        let (listener, mut options) = broker().await;
+        set_packet_limits(&mut options, 1 << 20);
+        let (mut connection, mut broker) = connected(&listener, options).await;
+        // Only the header: rumqttc refuses on the announced length, before
+        // reading (or allocating) the body.
+        let announced = read_limit(1 << 20) + 1;
+        let mut header = vec![0x30];
+        header.extend(varint(announced));
+        broker.write_all(&header).await.expect("broker writes");
+        let failed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Err(error) = connection.poll().await {
+                    return error;
+                }
+            }
+        })
+        .await
+        .expect("the failure within 10 s");
+        assert_eq!(too_large_packet(&failed), Some(announced), "{failed}");
+        assert_eq!(connection.room(QoS::AtMostOnce), 0, "not connected");
+        assert_eq!(
+            too_large_packet(&ConnectionError::FlushTimeout),
+            None,
+            "other failures are not this one"
+        );
     }
 
     fn outgoing(n: u8) -> Outgoing {

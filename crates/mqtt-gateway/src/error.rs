@@ -17,8 +17,12 @@ pub enum Error {
         what: &'static str,
     },
 
-    /// An MQTT topic to publish on that holds a wildcard or a NUL.
-    #[error("{what} {topic:?} is not a valid MQTT topic to publish on (no + or #)")]
+    /// An MQTT topic to publish on that MQTT does not allow: a wildcard, a
+    /// NUL or control character, or more than 65,535 bytes.
+    #[error(
+        "{what} {topic:?} is not a valid MQTT topic to publish on (no + or #, no NUL or \
+         control character, at most 65,535 bytes)"
+    )]
     InvalidMqttTopic {
         /// Which setting, or `bus topic` for a mapped one.
         what: &'static str,
@@ -27,7 +31,8 @@ pub enum Error {
     },
 
     /// An MQTT subscription filter that MQTT refuses (a `#` not at the end,
-    /// a `+` sharing a level with other characters).
+    /// a `+` sharing a level with other characters, a NUL or control
+    /// character, more than 65,535 bytes).
     #[error("-j {filter:?} is not a valid MQTT topic filter")]
     InvalidMqttFilter {
         /// The filter.
@@ -38,14 +43,25 @@ pub enum Error {
     /// the gateway forwards to MQTT (`-g`): every MQTT message would be sent
     /// straight back to MQTT.
     #[error(
-        "-e {bus_topic:?} starts with the -g topic {forwarded:?}: everything from MQTT \
-         would be sent back to MQTT"
+        "-e {bus_topic:?} is forwarded to MQTT by the -g topic {forwarded:?} (--match \
+         {matching}): everything from MQTT would be sent back to MQTT"
     )]
     EchoLoop {
         /// The `-e` topic.
         bus_topic: String,
-        /// The `-g` prefix that matches it.
+        /// The `-g` topic that matches it.
         forwarded: String,
+        /// How it matches.
+        matching: crate::routes::TopicMatch,
+    },
+
+    /// A `--max-payload` of zero, or more than an MQTT packet can carry.
+    #[error("--max-payload must be between 1 and {max} bytes, not {value}")]
+    MaxPayload {
+        /// The value given.
+        value: usize,
+        /// The largest allowed.
+        max: usize,
     },
 
     /// A keepalive of less than a second (other than 0, which disables it).
@@ -106,8 +122,9 @@ pub enum Error {
     #[error("the MQTT payload is not one MessagePack value: {0}")]
     NotMessagePack(#[source] banyan_core::Error),
 
-    /// A payload larger than the gateway's MQTT packet limit.
-    #[error("the payload of {size} bytes exceeds the MQTT packet limit of {limit} bytes")]
+    /// A payload larger than `--max-payload` (or than an MQTT packet can
+    /// carry with its topic): it is refused, and the gateway goes on.
+    #[error("the payload of {size} bytes is over the limit of {limit} bytes (--max-payload)")]
     TooLarge {
         /// The payload size.
         size: usize,

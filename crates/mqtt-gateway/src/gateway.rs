@@ -21,7 +21,7 @@ use std::time::Duration;
 use banyan_core::{Client, Message};
 use banyan_gateway::outbox::{Limit, Peer};
 use banyan_gateway::{
-    intake, metrics, Backoff, Bus, CancellationToken, Counter, Drops, Outbox, Tasks, ToOne,
+    intake, metrics, Backoff, Bus, CancellationToken, Drops, Outbox, Tasks, ToOne,
 };
 use rumqttc::{
     ConnectReturnCode, ConnectionError, Disconnect, Event, MqttOptions, Packet, Publish, QoS,
@@ -29,9 +29,9 @@ use rumqttc::{
 };
 use tracing::{debug, info, warn, Instrument};
 
-use crate::codec::{self, Outgoing, PayloadFormat};
+use crate::codec::{Codec, Outgoing};
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{self, Connection};
 use crate::error::{Error, Result};
 use crate::routes::Routes;
 
@@ -59,13 +59,18 @@ banyan_gateway::stats! {
         #[metric = "to_bus_bytes_total"]
         to_bus_bytes,
         /// Messages dropped, by reason: bus messages that could not be sent
-        /// (JSON cannot carry them, too big).
+        /// (JSON cannot carry them, a topic MQTT cannot carry).
         #[metric = "dropped_messages_total{reason=\"refused_from_bus\"}"]
         refused_from_bus,
         /// MQTT messages that could not be published (not JSON, not UTF-8,
         /// ...).
         #[metric = "dropped_messages_total{reason=\"refused_from_mqtt\"}"]
         refused_from_mqtt,
+        /// Messages whose payload is over `--max-payload`, either way, not
+        /// passed on; and packets from the broker too large even to read
+        /// (each of those cost the connection).
+        #[metric = "dropped_messages_total{reason=\"too_large\"}"]
+        too_large,
         /// MQTT messages not published because they would go back to MQTT
         /// (the gateway's own publications, echoed by the broker).
         #[metric = "dropped_messages_total{reason=\"looped\"}"]
@@ -85,6 +90,7 @@ banyan_gateway::stats! {
 pub struct Gateway {
     config: Config,
     routes: Routes,
+    codec: Codec,
     options: MqttOptions,
 }
 
@@ -92,12 +98,14 @@ impl Gateway {
     /// Validates `config` (topics, numbers, the CA file) without connecting.
     pub fn new(config: Config) -> Result<Gateway> {
         let routes = config.routes()?;
+        let codec = config.codec()?;
         let options = config.mqtt_options()?;
         config.queue.validate()?;
         config.reconnect.validate()?;
         Ok(Gateway {
             config,
             routes,
+            codec,
             options,
         })
     }
@@ -144,6 +152,7 @@ impl Gateway {
         let Gateway {
             config,
             routes,
+            codec,
             options,
         } = self;
         let Bus {
@@ -170,11 +179,7 @@ impl Gateway {
         });
         let tasks = Tasks::new(&token);
         tasks.spawn("bus intake", {
-            let convert = convert(
-                routes.clone(),
-                config.format,
-                counters.refused_from_bus.clone(),
-            );
+            let convert = convert(routes.clone(), codec, counters.clone());
             let mut route = ToOne::new(outbox.clone(), convert);
             let grace = config.queue.stall_grace;
             let token = tasks.token().clone();
@@ -187,7 +192,7 @@ impl Gateway {
             routes: routes.clone(),
             to_bus: ToBus {
                 routes,
-                format: config.format,
+                codec,
                 bus: client,
                 counters: counters.clone(),
             },
@@ -197,6 +202,7 @@ impl Gateway {
             qos: config.qos,
             retain: config.retain,
             max_wait: config.reconnect.max,
+            max_payload: codec.max_payload(),
         };
         let token_for_driver = tasks.token().clone();
         tasks.spawn(
@@ -208,22 +214,52 @@ impl Gateway {
     }
 }
 
-/// The intake's conversion of a bus message for MQTT; a message that cannot
-/// be sent is logged, counted, and goes nowhere.
+/// The intake's conversion of a bus message for MQTT: `None` for a message
+/// that is not forwarded (its topic only starts with a `-g` topic, under
+/// exact matching) or cannot be sent (logged and counted).
 fn convert(
     routes: Arc<Routes>,
-    format: PayloadFormat,
-    refused: Counter,
+    codec: Codec,
+    counters: Counters,
 ) -> impl FnMut(Message) -> Option<Outgoing> {
+    let mut hinted = false;
     move |message| {
+        if !routes.forwards(message.topic()) {
+            // The ZeroMQ subscription is a prefix; python's mgw forwards the
+            // exact topic only, and so do we by default. Said once, for the
+            // user who meant a prefix.
+            if !hinted {
+                hinted = true;
+                info!(
+                    bus_topic = message.topic(),
+                    "not sent to MQTT: the -g topics match exactly (--match prefix \
+                     forwards every topic that starts with one); such messages are \
+                     logged at debug level from now on"
+                );
+            } else {
+                debug!(
+                    bus_topic = message.topic(),
+                    "not sent to MQTT: no -g topic is it"
+                );
+            }
+            return None;
+        }
         let converted = routes.to_mqtt(message.topic()).and_then(|topic| {
-            let payload = codec::bus_to_mqtt(format, &topic, message.payload())?;
+            let payload = codec.to_mqtt(&topic, message.payload())?;
             Ok(Outgoing { topic, payload })
         });
         match converted {
             Ok(outgoing) => Some(outgoing),
+            Err(error @ Error::TooLarge { .. }) => {
+                let too_large = counters.too_large.inc();
+                warn!(
+                    bus_topic = message.topic(),
+                    too_large, "not sent to MQTT: {error}"
+                );
+                None
+            }
             Err(error) => {
-                let refused = refused.inc();
+                let refused = counters.refused_from_bus.inc();
                 warn!(
                     bus_topic = message.topic(),
                     refused, "not sent to MQTT: {error}"
@@ -254,6 +290,8 @@ struct Driver {
     retain: bool,
     /// The longest wait between attempts, for the log.
     max_wait: Duration,
+    /// `--max-payload`, for the log.
+    max_payload: usize,
 }
 
 impl Driver {
@@ -316,6 +354,17 @@ impl Driver {
             };
 
             // The connection failed.
+            if let Some(size) = connection::too_large_packet(&failed) {
+                let too_large = self.counters.too_large.inc();
+                warn!(
+                    size,
+                    too_large,
+                    "the broker sent a packet of {size} bytes, more than the gateway reads \
+                     with --max-payload {}: it cannot be skipped unread, so the connection \
+                     is closed (a larger --max-payload lets the gateway read and refuse it)",
+                    self.max_payload
+                );
+            }
             self.outbox.set_peer(Peer::Away);
             self.requeue_unacknowledged();
             if let ConnectionError::ConnectionRefused(code) = &failed {
@@ -453,7 +502,7 @@ impl Driver {
 /// Publishes what arrives from MQTT on the bus.
 struct ToBus {
     routes: Arc<Routes>,
-    format: PayloadFormat,
+    codec: Codec,
     bus: Client,
     counters: Counters,
 }
@@ -461,7 +510,7 @@ struct ToBus {
 impl ToBus {
     async fn forward(&self, publish: Publish) -> Result<()> {
         let converted = self.routes.to_bus(&publish.topic).and_then(|bus_topic| {
-            let payload = codec::mqtt_to_bus(self.format, &publish.payload)?;
+            let payload = self.codec.to_bus(&publish.payload)?;
             Ok(Message::from_raw(bus_topic, payload))
         });
         match converted {
@@ -474,6 +523,15 @@ impl ToBus {
             Err(error @ Error::WouldLoop { .. }) => {
                 let looped = self.counters.looped.inc();
                 debug!(looped, "not published on the bus: {error}");
+            }
+            Err(error @ Error::TooLarge { .. }) => {
+                let too_large = self.counters.too_large.inc();
+                warn!(
+                    mqtt_topic = %publish.topic,
+                    retained = publish.retain,
+                    too_large,
+                    "not published on the bus: {error}"
+                );
             }
             Err(error) => {
                 let refused = self.counters.refused_from_mqtt.inc();

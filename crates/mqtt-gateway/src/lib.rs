@@ -5,8 +5,10 @@
 //! published on MQTT, every MQTT message on the `-j` filters is published on
 //! the bus. Payloads are JSON on MQTT by the shared rules of
 //! [`banyan_core::json`], or MessagePack passed through ([`PayloadFormat`]).
-//! Topics map to one fixed topic each way, or one to one under a prefix
-//! ([`Routes`]). The gateway survives broker restarts: it reconnects with a
+//! Bus topics are matched exactly against the `-g` topics, as python's
+//! `mgw` does, or as prefixes ([`TopicMatch`]); they map to one fixed topic
+//! each way, or one to one under a prefix ([`Routes`]). A payload over the
+//! size limit is refused alone, the connection kept ([`Codec`]). The gateway survives broker restarts: it reconnects with a
 //! capped backoff, subscribes again, and sends what the bus published
 //! meanwhile from a bounded queue; while the broker is connected and merely
 //! slower than the bus, that queue holds the bus back instead of dropping.
@@ -15,24 +17,28 @@
 //! topic routes and payload conversion.
 //!
 //! * [`Config`] ([`config`]): the settings, python's defaults in `Default`;
-//! * [`Routes`] ([`routes`]) and [`codec`]: pure topic and payload mapping;
+//! * [`Routes`] ([`routes`]) and [`Codec`] ([`codec`]): pure topic and
+//!   payload mapping;
 //! * [`Gateway`] ([`gateway`]): the running gateway.
 //!
 //! # Example
 //!
 //! ```
-//! use mqtt_gateway::{Config, Gateway};
+//! use mqtt_gateway::{Config, Gateway, TopicMatch};
 //!
-//! // bus `to_motor` <-> MQTT `banyan/to_motor`, MQTT `banyan/#` subscribed.
+//! // bus `to_motor` <-> MQTT `banyan/to_motor`, MQTT `banyan/#` subscribed:
+//! // every bus topic starting with `to_` goes to MQTT.
 //! let config = Config {
 //!     broker_address: "127.0.0.1".into(),
 //!     bus_topics: vec!["to_".into()],
+//!     matching: TopicMatch::Prefix,
 //!     mqtt_topics: vec!["#".into()],
 //!     prefix: Some("banyan".into()),
 //!     ..Config::default()
 //! };
 //! let gateway = Gateway::new(config)?;
 //! let routes = gateway.routes();
+//! assert!(routes.forwards("to_motor"));
 //! assert_eq!(routes.to_mqtt("to_motor")?, "banyan/to_motor");
 //! assert_eq!(routes.to_bus("banyan/from_sensor")?, "from_sensor");
 //! assert_eq!(routes.mqtt_subscriptions(), ["banyan/#"]);
@@ -69,9 +75,9 @@ pub mod gateway;
 pub mod routes;
 pub mod tls;
 
-pub use codec::{Outgoing, PayloadFormat};
+pub use codec::{Codec, Outgoing, PayloadFormat};
 pub use config::{Config, Credentials, QoS};
 pub use error::{Error, Result};
 pub use gateway::{Gateway, Stats};
-pub use routes::Routes;
+pub use routes::{Routes, TopicMatch};
 pub use tls::TlsConfig;

@@ -1,9 +1,17 @@
 //! Topic mapping between the bus and MQTT: pure code, no I/O.
 //!
-//! Two modes:
-//! * **fixed** (python's `mgw`): every bus message on a `-g` topic goes to the
-//!   one MQTT topic `-i`; every MQTT message on a `-j` filter goes to the one
-//!   bus topic `-e`.
+//! Which bus messages go to MQTT ([`TopicMatch`]): the bus subscription
+//! beneath the gateway is a ZeroMQ prefix (`-g to_mqtt` also delivers
+//! `to_mqtt_other`), but python's `mgw` forwards a bus message only when its
+//! topic *equals* `to_mqtt`. So by default ([`TopicMatch::Exact`]) a bus
+//! message is forwarded only when its topic is one of the `-g` topics;
+//! [`TopicMatch::Prefix`] (`--match prefix`) forwards every topic that starts
+//! with one. See `docs/topics.md` for the rule of every gateway.
+//!
+//! Two mappings:
+//! * **fixed** (python's `mgw`): every forwarded bus message goes to the one
+//!   MQTT topic `-i`; every MQTT message on a `-j` filter goes to the one bus
+//!   topic `-e`.
 //! * **prefix** (`--prefix P`): bus topic `T` is MQTT topic `P/T`, both ways,
 //!   so several bus topics stay distinct on MQTT. The `-j` filters are then
 //!   relative to the prefix (`-j '#'` subscribes `P/#`).
@@ -12,15 +20,104 @@
 //! gateway its own publications back when a `-j` filter matches them. An MQTT
 //! topic that maps to a bus topic the gateway forwards to MQTT is therefore
 //! refused ([`Error::WouldLoop`]) rather than published on the bus.
+//!
+//! Every MQTT topic the gateway publishes on is checked before it reaches the
+//! MQTT client ([`publishable`]): a topic the broker would answer by closing
+//! the connection (a NUL, a control character, more than 65,535 bytes) is
+//! refused for that one message instead.
 
-use rumqttc::{valid_filter, valid_topic};
+use std::fmt;
+use std::str::FromStr;
+
+use rumqttc::valid_filter;
 
 use crate::error::{Error, Result};
+
+/// The longest MQTT topic or filter: its length is a 16-bit number on the
+/// wire (rumqttc would silently cut a longer one's length, corrupting the
+/// packet).
+pub const MAX_TOPIC_LEN: usize = u16::MAX as usize;
+
+/// How a bus message's topic is matched against the `-g` topics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopicMatch {
+    /// Forwarded when the topic equals a `-g` topic: python's `mgw`, which
+    /// compares `topic == 'to_mqtt'`.
+    #[default]
+    Exact,
+    /// Forwarded when the topic starts with a `-g` topic, as the ZeroMQ
+    /// subscription beneath delivers it.
+    Prefix,
+}
+
+impl TopicMatch {
+    /// Whether a bus message on `topic` is forwarded for the `-g` topic
+    /// `wanted`.
+    pub fn matches(self, wanted: &str, topic: &str) -> bool {
+        match self {
+            TopicMatch::Exact => topic == wanted,
+            TopicMatch::Prefix => topic.starts_with(wanted),
+        }
+    }
+}
+
+impl fmt::Display for TopicMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TopicMatch::Exact => "exact",
+            TopicMatch::Prefix => "prefix",
+        })
+    }
+}
+
+/// A `--match` value that is neither `exact` nor `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--match takes exact or prefix, not {0:?}")]
+pub struct UnknownTopicMatch(pub String);
+
+impl FromStr for TopicMatch {
+    type Err = UnknownTopicMatch;
+
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownTopicMatch> {
+        match s.trim() {
+            "exact" => Ok(TopicMatch::Exact),
+            "prefix" => Ok(TopicMatch::Prefix),
+            other => Err(UnknownTopicMatch(other.to_owned())),
+        }
+    }
+}
+
+/// Whether MQTT lets a client publish on `topic`: not empty, at most
+/// [`MAX_TOPIC_LEN`] bytes, no wildcard, and none of the characters MQTT
+/// 3.1.1 forbids (NUL) or lets a broker close the connection for (the
+/// control characters U+0001..U+001F and U+007F..U+009F, and the
+/// noncharacters; mosquitto does close it).
+pub fn publishable(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && !topic.contains(['+', '#'])
+        && topic.chars().all(allowed_char)
+}
+
+/// Whether `filter` is a topic filter MQTT accepts in a subscription.
+fn subscribable(filter: &str) -> bool {
+    filter.len() <= MAX_TOPIC_LEN && valid_filter(filter) && filter.chars().all(allowed_char)
+}
+
+/// A character a broker accepts in a topic (MQTT 3.1.1, 1.5.3).
+fn allowed_char(c: char) -> bool {
+    let code = u32::from(c);
+    let control = code <= 0x1f || (0x7f..=0x9f).contains(&code);
+    let nonchar = (0xfdd0..=0xfdef).contains(&code) || (code & 0xfffe) == 0xfffe;
+    !control && !nonchar
+}
 
 /// The validated topic mapping of one gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routes {
     bus_topics: Vec<String>,
+    matching: TopicMatch,
     bus_publish_topic: String,
     mqtt_publish_topic: String,
     mqtt_filters: Vec<String>,
@@ -30,12 +127,13 @@ pub struct Routes {
 impl Routes {
     /// Validates a mapping.
     ///
-    /// `bus_topics` (`-g`) are bus prefixes forwarded to MQTT;
-    /// `bus_publish_topic` (`-e`) and `mqtt_publish_topic` (`-i`) are the
-    /// fixed topics; `mqtt_filters` (`-j`) are subscribed on MQTT; `prefix`
-    /// switches to one-to-one mapping.
+    /// `bus_topics` (`-g`) are the bus topics forwarded to MQTT, matched by
+    /// `matching`; `bus_publish_topic` (`-e`) and `mqtt_publish_topic` (`-i`)
+    /// are the fixed topics; `mqtt_filters` (`-j`) are subscribed on MQTT;
+    /// `prefix` switches to one-to-one mapping.
     pub fn new(
         bus_topics: &[String],
+        matching: TopicMatch,
         bus_publish_topic: &str,
         mqtt_publish_topic: &str,
         mqtt_filters: &[String],
@@ -44,7 +142,7 @@ impl Routes {
         let prefix = match prefix.map(|p| p.trim_end_matches('/')) {
             None => None,
             Some("") => return Err(Error::EmptyTopic { what: "--prefix" }),
-            Some(p) if !valid_topic(p) => {
+            Some(p) if !publishable(p) => {
                 return Err(Error::InvalidMqttTopic {
                     what: "--prefix",
                     topic: p.to_owned(),
@@ -58,48 +156,68 @@ impl Routes {
                 Some(p) => format!("{p}/{filter}"),
                 None => filter.clone(),
             };
-            if filter.is_empty() || !valid_filter(&full) {
+            if filter.is_empty() || !subscribable(&full) {
                 return Err(Error::InvalidMqttFilter {
                     filter: filter.clone(),
                 });
             }
             filters.push(full);
         }
-        if prefix.is_none() {
+        let routes = Routes {
+            bus_topics: bus_topics.to_vec(),
+            matching,
+            bus_publish_topic: bus_publish_topic.to_owned(),
+            mqtt_publish_topic: mqtt_publish_topic.to_owned(),
+            mqtt_filters: filters,
+            prefix,
+        };
+        if routes.prefix.is_none() {
             if bus_publish_topic.is_empty() {
                 return Err(Error::EmptyTopic { what: "-e" });
             }
             if mqtt_publish_topic.is_empty() {
                 return Err(Error::EmptyTopic { what: "-i" });
             }
-            if !valid_topic(mqtt_publish_topic) {
+            if !publishable(mqtt_publish_topic) {
                 return Err(Error::InvalidMqttTopic {
                     what: "-i",
                     topic: mqtt_publish_topic.to_owned(),
                 });
             }
-            if let Some(forwarded) = bus_topics
-                .iter()
-                .find(|g| bus_publish_topic.starts_with(g.as_str()))
-            {
+            if let Some(forwarded) = routes.forwarded_by(bus_publish_topic) {
                 return Err(Error::EchoLoop {
                     bus_topic: bus_publish_topic.to_owned(),
-                    forwarded: forwarded.clone(),
+                    forwarded: forwarded.to_owned(),
+                    matching,
                 });
             }
         }
-        Ok(Routes {
-            bus_topics: bus_topics.to_vec(),
-            bus_publish_topic: bus_publish_topic.to_owned(),
-            mqtt_publish_topic: mqtt_publish_topic.to_owned(),
-            mqtt_filters: filters,
-            prefix,
-        })
+        Ok(routes)
     }
 
-    /// The bus prefixes to subscribe to.
+    /// The bus prefixes to subscribe to (ZeroMQ subscriptions are prefixes
+    /// whatever [`Routes::matching`] says; [`Routes::forwards`] sorts out
+    /// what they deliver).
     pub fn bus_subscriptions(&self) -> &[String] {
         &self.bus_topics
+    }
+
+    /// How bus topics are matched against the `-g` topics.
+    pub fn matching(&self) -> TopicMatch {
+        self.matching
+    }
+
+    /// Whether a bus message on `bus_topic` goes to MQTT.
+    pub fn forwards(&self, bus_topic: &str) -> bool {
+        self.forwarded_by(bus_topic).is_some()
+    }
+
+    /// The `-g` topic that makes `bus_topic` go to MQTT, if any.
+    fn forwarded_by(&self, bus_topic: &str) -> Option<&str> {
+        self.bus_topics
+            .iter()
+            .map(String::as_str)
+            .find(|wanted| self.matching.matches(wanted, bus_topic))
     }
 
     /// The MQTT filters to subscribe to (with the prefix applied).
@@ -112,13 +230,14 @@ impl Routes {
         self.prefix.as_deref()
     }
 
-    /// The MQTT topic a bus message on `bus_topic` is published on.
+    /// The MQTT topic a bus message on `bus_topic` is published on. Whether
+    /// it is forwarded at all is [`Routes::forwards`].
     pub fn to_mqtt(&self, bus_topic: &str) -> Result<String> {
         match &self.prefix {
             None => Ok(self.mqtt_publish_topic.clone()),
             Some(p) => {
                 let topic = format!("{p}/{bus_topic}");
-                if bus_topic.is_empty() || !valid_topic(&topic) {
+                if bus_topic.is_empty() || !publishable(&topic) {
                     return Err(Error::InvalidMqttTopic {
                         what: "bus topic",
                         topic: bus_topic.to_owned(),
@@ -139,11 +258,7 @@ impl Routes {
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|rest| !rest.is_empty())
             .ok_or_else(|| Error::OutsidePrefix(mqtt_topic.to_owned()))?;
-        if self
-            .bus_topics
-            .iter()
-            .any(|g| bus_topic.starts_with(g.as_str()))
-        {
+        if self.forwards(bus_topic) {
             return Err(Error::WouldLoop {
                 mqtt_topic: mqtt_topic.to_owned(),
                 bus_topic: bus_topic.to_owned(),
@@ -161,9 +276,10 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn fixed() -> Routes {
+    fn fixed(matching: TopicMatch) -> Routes {
         Routes::new(
             &strings(&["to_mqtt", "sensors"]),
+            matching,
             "from_mqtt",
             "from_banyan",
             &strings(&["mqtt_network", "a/+/c", "b/#"]),
@@ -173,10 +289,10 @@ mod tests {
     }
 
     #[test]
-    fn fixed_mode_sends_every_bus_topic_to_one_mqtt_topic() {
-        let routes = fixed();
+    fn fixed_mode_sends_every_forwarded_bus_topic_to_one_mqtt_topic() {
+        let routes = fixed(TopicMatch::Exact);
         assert_eq!(routes.to_mqtt("to_mqtt").expect("maps"), "from_banyan");
-        assert_eq!(routes.to_mqtt("sensors_7").expect("maps"), "from_banyan");
+        assert_eq!(routes.to_mqtt("sensors").expect("maps"), "from_banyan");
         assert_eq!(routes.to_bus("a/b/c").expect("maps"), "from_mqtt");
         assert_eq!(
             routes.mqtt_subscriptions(),
@@ -186,9 +302,42 @@ mod tests {
     }
 
     #[test]
+    fn exact_matching_is_pythons_and_prefix_matching_is_the_subscriptions() {
+        // python's mgw: `if topic == 'to_mqtt'`.
+        let exact = fixed(TopicMatch::Exact);
+        assert_eq!(exact.matching(), TopicMatch::Exact);
+        assert!(exact.forwards("to_mqtt"));
+        assert!(exact.forwards("sensors"));
+        assert!(!exact.forwards("to_mqtt_other"));
+        assert!(!exact.forwards("sensors_7"));
+        assert!(!exact.forwards("to_mqt"));
+        assert!(!exact.forwards(""));
+        // What the ZeroMQ subscription beneath delivers.
+        let prefix = fixed(TopicMatch::Prefix);
+        assert!(prefix.forwards("to_mqtt"));
+        assert!(prefix.forwards("to_mqtt_other"));
+        assert!(prefix.forwards("sensors_7"));
+        assert!(!prefix.forwards("to_mqt"));
+        assert!(!prefix.forwards("other"));
+    }
+
+    #[test]
+    fn matching_modes_parse_and_show() {
+        assert_eq!("exact".parse(), Ok(TopicMatch::Exact));
+        assert_eq!(" prefix".parse(), Ok(TopicMatch::Prefix));
+        assert_eq!(
+            "prefixes".parse::<TopicMatch>(),
+            Err(UnknownTopicMatch("prefixes".into()))
+        );
+        assert_eq!(TopicMatch::default(), TopicMatch::Exact);
+        assert_eq!(TopicMatch::Prefix.to_string(), "prefix");
+    }
+
+    #[test]
     fn prefix_mode_maps_one_to_one_both_ways() {
         let routes = Routes::new(
             &strings(&["to_"]),
+            TopicMatch::Prefix,
             "from_mqtt",
             "from_banyan",
             &strings(&["#"]),
@@ -221,31 +370,118 @@ mod tests {
     }
 
     #[test]
-    fn bad_settings_are_refused() {
-        let g = strings(&["to_mqtt"]);
+    fn the_loop_guard_follows_the_matching() {
+        // Exact: `to_motor` is not forwarded, so publishing it on the bus
+        // cannot come back to MQTT.
+        let routes = Routes::new(
+            &strings(&["to_"]),
+            TopicMatch::Exact,
+            "from_mqtt",
+            "from_banyan",
+            &strings(&["#"]),
+            Some("banyan"),
+        )
+        .expect("valid");
+        assert_eq!(routes.to_bus("banyan/to_motor").expect("maps"), "to_motor");
+        assert!(matches!(
+            routes.to_bus("banyan/to_"),
+            Err(Error::WouldLoop { .. })
+        ));
+        // Fixed mapping: `-e from_mqtt` under `-g from_` loops only with
+        // prefix matching.
+        let g = strings(&["from_"]);
         let j = strings(&["x"]);
+        assert!(Routes::new(&g, TopicMatch::Exact, "from_mqtt", "out", &j, None).is_ok());
         assert!(matches!(
-            Routes::new(&g, "from", "out/#", &j, None),
-            Err(Error::InvalidMqttTopic { what: "-i", .. })
-        ));
-        assert!(matches!(
-            Routes::new(&g, "from", "out", &strings(&["a/#/b"]), None),
-            Err(Error::InvalidMqttFilter { .. })
-        ));
-        assert!(matches!(
-            Routes::new(&g, "from", "out", &strings(&["a+"]), None),
-            Err(Error::InvalidMqttFilter { .. })
-        ));
-        assert!(matches!(
-            Routes::new(&g, "to_mqtt_back", "out", &j, None),
+            Routes::new(&g, TopicMatch::Prefix, "from_mqtt", "out", &j, None),
             Err(Error::EchoLoop { .. })
         ));
         assert!(matches!(
-            Routes::new(&g, "from", "out", &j, Some("a/+")),
+            Routes::new(&g, TopicMatch::Exact, "from_", "out", &j, None),
+            Err(Error::EchoLoop { .. })
+        ));
+    }
+
+    #[test]
+    fn topics_a_broker_would_close_the_connection_for_are_refused() {
+        assert!(publishable("a/b c/ü"));
+        for bad in [
+            "",
+            "a+",
+            "a/#",
+            "nul\0",
+            "line\n",
+            "del\u{7f}",
+            "c1\u{85}",
+            "\u{fffe}",
+            "\u{1ffff}",
+            "\u{fdd0}",
+        ] {
+            assert!(!publishable(bad), "{bad:?}");
+        }
+        assert!(publishable(&"t".repeat(MAX_TOPIC_LEN)));
+        assert!(!publishable(&"t".repeat(MAX_TOPIC_LEN + 1)));
+        let routes = Routes::new(
+            &strings(&["to_"]),
+            TopicMatch::Prefix,
+            "e",
+            "i",
+            &strings(&["#"]),
+            Some("p"),
+        )
+        .expect("valid");
+        // "p/" and the topic: one byte too many.
+        let long = "t".repeat(MAX_TOPIC_LEN - 1);
+        assert!(matches!(
+            routes.to_mqtt(&long),
+            Err(Error::InvalidMqttTopic { .. })
+        ));
+        assert!(routes.to_mqtt(&long[2..]).is_ok());
+        assert!(matches!(
+            routes.to_mqtt("to_\0x"),
+            Err(Error::InvalidMqttTopic { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let g = strings(&["to_mqtt"]);
+        let j = strings(&["x"]);
+        let exact = TopicMatch::Exact;
+        assert!(matches!(
+            Routes::new(&g, exact, "from", "out/#", &j, None),
+            Err(Error::InvalidMqttTopic { what: "-i", .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, exact, "from", "out\0", &j, None),
+            Err(Error::InvalidMqttTopic { what: "-i", .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, exact, "from", "out", &strings(&["a/#/b"]), None),
+            Err(Error::InvalidMqttFilter { .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, exact, "from", "out", &strings(&["a+"]), None),
+            Err(Error::InvalidMqttFilter { .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, exact, "from", "out", &strings(&["a\u{1}"]), None),
+            Err(Error::InvalidMqttFilter { .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, TopicMatch::Prefix, "to_mqtt_back", "out", &j, None),
+            Err(Error::EchoLoop { .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, exact, "to_mqtt", "out", &j, None),
+            Err(Error::EchoLoop { .. })
+        ));
+        assert!(matches!(
+            Routes::new(&g, exact, "from", "out", &j, Some("a/+")),
             Err(Error::InvalidMqttTopic { .. })
         ));
         assert!(matches!(
-            Routes::new(&g, "", "out", &j, None),
+            Routes::new(&g, exact, "", "out", &j, None),
             Err(Error::EmptyTopic { what: "-e" })
         ));
     }

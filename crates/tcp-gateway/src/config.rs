@@ -1,6 +1,8 @@
 //! What the gateway is told to do: a configuration with python-banyan's
 //! defaults, validated by [`crate::Gateway::new`].
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use banyan_gateway::{QueuePolicy, Reconnect};
@@ -29,8 +31,13 @@ pub struct Config {
     pub server: String,
     /// The device's TCP port (`-n`).
     pub port: u16,
-    /// Bus topic prefixes forwarded to the device (`-g`); at least one.
+    /// Bus topics forwarded to the device (`-g`); at least one. Matched by
+    /// [`Config::matching`].
     pub topics: Vec<String>,
+    /// How bus topics are matched against [`Config::topics`] (`--match`): as
+    /// prefixes by default, as python-banyan's `tgw` forwards everything its
+    /// ZeroMQ subscriptions deliver.
+    pub matching: TopicMatch,
     /// Bus topic on which what the device sends is published (`-e`).
     pub publish_topic: String,
     /// Width of the length prefix in both directions (`--prefix`).
@@ -89,6 +96,7 @@ impl Default for Config {
             server: "127.0.0.1".to_owned(),
             port: DEFAULT_PORT,
             topics: vec![DEFAULT_TOPIC.to_owned()],
+            matching: TopicMatch::Prefix,
             publish_topic: DEFAULT_PUBLISH_TOPIC.to_owned(),
             prefix: PrefixWidth::One,
             max_payload: DEFAULT_MAX_PAYLOAD,
@@ -100,6 +108,69 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(1),
         }
+    }
+}
+
+/// How a bus message's topic is matched against the `-g` topics.
+///
+/// The ZeroMQ subscription beneath is a prefix (`-g figura` also delivers
+/// `figura_2`); python-banyan's `tgw` forwards all it delivers, so
+/// [`TopicMatch::Prefix`] is the default here. (The MQTT gateway has the
+/// same switch with the opposite default, python's `mgw` comparing topics
+/// exactly; `docs/topics.md` has the rule of every gateway.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopicMatch {
+    /// Forwarded when the topic equals a `-g` topic.
+    Exact,
+    /// Forwarded when the topic starts with a `-g` topic: python's `tgw`.
+    #[default]
+    Prefix,
+}
+
+impl TopicMatch {
+    /// Whether a bus message on `topic` is forwarded for the `-g` topic
+    /// `wanted`.
+    pub fn matches(self, wanted: &str, topic: &str) -> bool {
+        match self {
+            TopicMatch::Exact => topic == wanted,
+            TopicMatch::Prefix => topic.starts_with(wanted),
+        }
+    }
+}
+
+impl fmt::Display for TopicMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TopicMatch::Exact => "exact",
+            TopicMatch::Prefix => "prefix",
+        })
+    }
+}
+
+/// A `--match` value that is neither `exact` nor `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--match takes exact or prefix, not {0:?}")]
+pub struct UnknownTopicMatch(pub String);
+
+impl FromStr for TopicMatch {
+    type Err = UnknownTopicMatch;
+
+    fn from_str(s: &str) -> Result<Self, UnknownTopicMatch> {
+        match s.trim() {
+            "exact" => Ok(TopicMatch::Exact),
+            "prefix" => Ok(TopicMatch::Prefix),
+            other => Err(UnknownTopicMatch(other.to_owned())),
+        }
+    }
+}
+
+impl Config {
+    /// Whether a bus message on `topic` goes to the device.
+    pub fn forwards(&self, topic: &str) -> bool {
+        self.topics
+            .iter()
+            .any(|wanted| self.matching.matches(wanted, topic))
     }
 }
 
@@ -115,6 +186,32 @@ mod tests {
         assert_eq!(config.publish_topic, "from_pico");
         assert_eq!(config.framing().max_payload(), 255);
         assert!(!config.validate);
+        assert_eq!(config.matching, TopicMatch::Prefix);
+    }
+
+    #[test]
+    fn prefix_matching_is_pythons_and_exact_is_the_opt_in() {
+        let mut config = Config {
+            topics: vec!["figura".into(), "to_pico".into()],
+            ..Config::default()
+        };
+        for (topic, prefix, exact) in [
+            ("figura", true, true),
+            ("figura_2", true, false),
+            ("to_pico", true, true),
+            ("to_picow", true, false),
+            ("figur", false, false),
+            ("other", false, false),
+        ] {
+            config.matching = TopicMatch::Prefix;
+            assert_eq!(config.forwards(topic), prefix, "prefix: {topic}");
+            config.matching = TopicMatch::Exact;
+            assert_eq!(config.forwards(topic), exact, "exact: {topic}");
+        }
+        assert_eq!("exact".parse(), Ok(TopicMatch::Exact));
+        assert_eq!("prefix".parse(), Ok(TopicMatch::Prefix));
+        assert!("both".parse::<TopicMatch>().is_err());
+        assert_eq!(TopicMatch::Exact.to_string(), "exact");
     }
 
     #[test]

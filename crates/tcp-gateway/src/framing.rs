@@ -249,3 +249,134 @@ mod tests {
         assert!("3".parse::<PrefixWidth>().is_err());
     }
 }
+
+/// Property tests of the decoder: whatever a device sends, it never panics
+/// and never yields a frame over the limit, and frames come out whole
+/// however TCP cuts or joins them. Each property runs proptest's default 256
+/// cases in the normal test run; `PROPTEST_CASES` runs more (e.g.
+/// `PROPTEST_CASES=100000 cargo test -p tcp-gateway framing`).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    fn width() -> impl Strategy<Value = PrefixWidth> {
+        prop_oneof![
+            Just(PrefixWidth::One),
+            Just(PrefixWidth::Two),
+            Just(PrefixWidth::Four)
+        ]
+    }
+
+    /// A framing, and payloads that fit it.
+    fn framing_and_payloads() -> impl Strategy<Value = (Framing, Vec<Vec<u8>>)> {
+        (width(), 0..600usize).prop_flat_map(|(width, limit)| {
+            let framing = Framing::new(width, limit);
+            let payload = prop::collection::vec(any::<u8>(), 0..=framing.max_payload().min(300));
+            (Just(framing), prop::collection::vec(payload, 0..12))
+        })
+    }
+
+    /// Feeds `wire` to a decoder in chunks of the given sizes (cycled), as
+    /// reads from a socket would, and then ends the stream. Returns the
+    /// frames, and whether decoding failed (after which a session stops
+    /// reading).
+    fn feed(framing: &Framing, wire: &[u8], chunks: &[usize]) -> (Vec<Vec<u8>>, bool) {
+        let mut codec = framing.decoder();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut rest = wire;
+        let mut sizes = chunks.iter().copied().cycle();
+        while !rest.is_empty() {
+            let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(frame)) => frames.push(frame.to_vec()),
+                    Ok(None) => break,
+                    Err(_) => return (frames, true),
+                }
+            }
+        }
+        loop {
+            match codec.decode_eof(&mut buf) {
+                Ok(Some(frame)) => frames.push(frame.to_vec()),
+                Ok(None) => return (frames, false),
+                Err(_) => return (frames, true),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_yield_a_frame_over_the_limit(
+            width in width(),
+            limit in 0..70_000usize,
+            wire in prop::collection::vec(any::<u8>(), 0..2048),
+            chunks in prop::collection::vec(1..64usize, 1..8),
+        ) {
+            let framing = Framing::new(width, limit);
+            let (frames, _) = feed(&framing, &wire, &chunks);
+            for frame in &frames {
+                prop_assert!(frame.len() <= framing.max_payload());
+            }
+            // What came out was in the input, in order, each behind its
+            // prefix: the decoder invents no byte.
+            let taken: usize = frames.iter().map(|f| f.len() + width.bytes()).sum();
+            prop_assert!(taken <= wire.len());
+        }
+
+        #[test]
+        fn frames_cut_or_joined_anyhow_decode_to_the_same_frames(
+            (framing, payloads) in framing_and_payloads(),
+            chunks in prop::collection::vec(1..40usize, 1..8),
+        ) {
+            let mut wire = BytesMut::new();
+            for payload in &payloads {
+                framing.encode(payload, &mut wire).expect("fits");
+            }
+            let (frames, failed) = feed(&framing, &wire, &chunks);
+            prop_assert!(!failed);
+            prop_assert_eq!(frames, payloads);
+        }
+
+        #[test]
+        fn a_payload_over_the_limit_is_refused_and_leaves_the_buffer(
+            width in width(),
+            limit in 0..300usize,
+            extra in 1..40usize,
+        ) {
+            let framing = Framing::new(width, limit);
+            let mut out = BytesMut::from(&b"kept"[..]);
+            let payload = vec![0; framing.max_payload() + extra];
+            prop_assert!(
+                matches!(
+                    framing.encode(&payload, &mut out),
+                    Err(Error::FrameTooLarge { .. })
+                ),
+                "a payload over the limit is refused"
+            );
+            prop_assert_eq!(&out[..], b"kept");
+        }
+
+        #[test]
+        fn an_announced_length_over_the_limit_is_an_error_not_a_frame(
+            width in width(),
+            limit in 0..250usize,
+            over in 1..5usize,
+        ) {
+            let framing = Framing::new(width, limit);
+            let announced = framing.max_payload() + over;
+            prop_assume!(announced <= width.max_len());
+            let mut wire = BytesMut::new();
+            let be = (announced as u32).to_be_bytes();
+            wire.extend_from_slice(&be[4 - width.bytes()..]);
+            wire.extend_from_slice(&vec![0; announced]);
+            let (frames, failed) = feed(&framing, &wire, &[7]);
+            prop_assert!(failed && frames.is_empty());
+        }
+    }
+}

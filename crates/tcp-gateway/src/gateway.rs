@@ -91,7 +91,7 @@ impl banyan_gateway::Gateway for Gateway {
         });
         let tasks = Tasks::new(&token);
         tasks.spawn("bus intake", {
-            let mut route = ToOne::new(outbox.clone(), Some::<Message>);
+            let mut route = ToOne::new(outbox.clone(), matching(config.clone()));
             let grace = config.queue.stall_grace;
             let token = tasks.token().clone();
             async move { Ok(intake::run(&mut messages, &mut route, grace, &token).await?) }
@@ -108,6 +108,33 @@ impl banyan_gateway::Gateway for Gateway {
         });
         tasks.wait().await?;
         Ok(counters.snapshot())
+    }
+}
+
+/// The intake's filter: the bus messages for the device, by
+/// [`Config::forwards`]. The ZeroMQ subscription delivers every topic that
+/// starts with a `-g` topic; with `--match exact` the others stop here.
+fn matching(config: Arc<Config>) -> impl FnMut(Message) -> Option<Message> {
+    let mut hinted = false;
+    move |message| {
+        if config.forwards(message.topic()) {
+            return Some(message);
+        }
+        // Said once, for the user who meant a prefix.
+        if !hinted {
+            hinted = true;
+            tracing::info!(
+                bus_topic = message.topic(),
+                "not sent to the device: the -g topics match exactly (--match exact); \
+                 such messages are logged at debug level from now on"
+            );
+        } else {
+            tracing::debug!(
+                bus_topic = message.topic(),
+                "not sent to the device: no -g topic is it"
+            );
+        }
+        None
     }
 }
 
