@@ -192,6 +192,13 @@ pub fn duration(value: &str) -> Result<Duration, String> {
     banyan_gateway::parse_duration(value).map_err(|e| e.to_string())
 }
 
+/// A `--match exact|prefix` flag.
+pub fn topic_match(value: &str) -> Result<banyan_gateway::TopicMatch, String> {
+    value
+        .parse()
+        .map_err(|e: banyan_gateway::topics::UnknownTopicMatch| e.to_string())
+}
+
 /// A python-style boolean flag value: `True` or `False` (any case).
 pub fn python_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {

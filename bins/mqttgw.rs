@@ -56,7 +56,7 @@ banyan::component_args! {
         /// how bus topics are matched against -g: exact (default, as python's
         /// mgw: -g to_mqtt forwards to_mqtt, not to_mqtt_2) or prefix (every
         /// topic starting with a -g topic)
-        #[argh(option, default = "TopicMatch::Exact", from_str_fn(topic_match))]
+        #[argh(option, default = "TopicMatch::Exact", from_str_fn(cli::topic_match))]
         r#match: TopicMatch,
         /// mqtt payloads: json (default) or msgpack (bus bytes unchanged)
         #[argh(option, default = "PayloadFormat::Json")]
@@ -102,12 +102,6 @@ const SPEC: Spec = Spec {
         unit: "ms",
     }],
 };
-
-fn topic_match(value: &str) -> Result<TopicMatch, String> {
-    value
-        .parse()
-        .map_err(|e: mqtt_gateway::routes::UnknownTopicMatch| e.to_string())
-}
 
 fn qos(value: &str) -> Result<QoS, String> {
     match value.trim() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use banyan::cli::{self, Alias, Spec};
 use banyan_gateway::Reconnect;
 use tcp_gateway::config::{
-    TopicMatch, UnknownTopicMatch, DEFAULT_KEEPALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_NAME,
-    DEFAULT_PORT, DEFAULT_PUBLISH_TOPIC, DEFAULT_QUEUE, DEFAULT_TOPIC,
+    TopicMatch, DEFAULT_KEEPALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_NAME, DEFAULT_PORT,
+    DEFAULT_PUBLISH_TOPIC, DEFAULT_QUEUE, DEFAULT_TOPIC,
 };
 use tcp_gateway::{Config, PrefixWidth};
 
@@ -45,7 +45,7 @@ banyan::component_args! {
         name: String,
         /// how bus topics are matched against -g: prefix (default, as
         /// python's tgw: -g figura forwards figura_2 too) or exact
-        #[argh(option, default = "TopicMatch::Prefix", from_str_fn(topic_match))]
+        #[argh(option, default = "TopicMatch::Prefix", from_str_fn(cli::topic_match))]
         r#match: TopicMatch,
         /// length prefix width in bytes: 1 (python-banyan's, payloads up to 255
         /// bytes), 2 or 4, big-endian (default 1)
@@ -87,10 +87,6 @@ const SPEC: Spec = Spec {
 
 fn prefix_width(value: &str) -> Result<PrefixWidth, String> {
     value.parse().map_err(|e: tcp_gateway::Error| e.to_string())
-}
-
-fn topic_match(value: &str) -> Result<TopicMatch, String> {
-    value.parse().map_err(|e: UnknownTopicMatch| e.to_string())
 }
 
 fn config(args: &Args) -> Config {

@@ -36,6 +36,19 @@ impl Bus {
     }
 }
 
+/// Subscribes `bus` to each of `topics`, in order; returns once the
+/// backplane routes them all (what a gateway's [`Gateway::subscribe`]
+/// usually is).
+pub async fn subscribe_all<T: AsRef<str>>(
+    bus: &Client,
+    topics: impl IntoIterator<Item = T>,
+) -> banyan_core::Result<()> {
+    for topic in topics {
+        bus.subscribe(topic.as_ref()).await?;
+    }
+    Ok(())
+}
+
 /// A configured gateway, ready to join the bus.
 pub trait Gateway {
     /// What it counted, returned by [`Gateway::run`].

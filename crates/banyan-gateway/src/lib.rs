@@ -91,11 +91,12 @@ pub mod outbox;
 pub mod stats;
 pub mod sync;
 pub mod tasks;
+pub mod topics;
 
 pub use backoff::Backoff;
 pub use config::{parse_duration, QueuePolicy, Reconnect};
 pub use error::{Error, Result};
-pub use gateway::{Bus, Gateway};
+pub use gateway::{subscribe_all, Bus, Gateway};
 pub use intake::{Route, ToOne};
 pub use metrics::Registry;
 pub use outbox::{Drops, Outbox, Pushed, Weigh};
@@ -103,3 +104,4 @@ pub use stats::{Counter, Report};
 pub use tasks::Tasks;
 /// The cancellation token every gateway's `run` takes, re-exported.
 pub use tokio_util::sync::CancellationToken;
+pub use topics::TopicMatch;

@@ -122,10 +122,7 @@ impl banyan_gateway::Gateway for Gateway {
 
     /// Subscribes `bus` to the `-g` topics.
     async fn subscribe(&self, bus: &Client) -> Result<()> {
-        for topic in self.routes.bus_subscriptions() {
-            bus.subscribe(topic).await?;
-        }
-        Ok(())
+        Ok(banyan_gateway::subscribe_all(bus, self.routes.bus_subscriptions()).await?)
     }
 
     fn banner(&self) -> Vec<String> {

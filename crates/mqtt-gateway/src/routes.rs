@@ -26,67 +26,15 @@
 //! the connection (a NUL, a control character, more than 65,535 bytes) is
 //! refused for that one message instead.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rumqttc::valid_filter;
 
 use crate::error::{Error, Result};
+pub use banyan_gateway::topics::{TopicMatch, UnknownTopicMatch};
 
 /// The longest MQTT topic or filter: its length is a 16-bit number on the
 /// wire (rumqttc would silently cut a longer one's length, corrupting the
 /// packet).
 pub const MAX_TOPIC_LEN: usize = u16::MAX as usize;
-
-/// How a bus message's topic is matched against the `-g` topics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TopicMatch {
-    /// Forwarded when the topic equals a `-g` topic: python's `mgw`, which
-    /// compares `topic == 'to_mqtt'`.
-    #[default]
-    Exact,
-    /// Forwarded when the topic starts with a `-g` topic, as the ZeroMQ
-    /// subscription beneath delivers it.
-    Prefix,
-}
-
-impl TopicMatch {
-    /// Whether a bus message on `topic` is forwarded for the `-g` topic
-    /// `wanted`.
-    pub fn matches(self, wanted: &str, topic: &str) -> bool {
-        match self {
-            TopicMatch::Exact => topic == wanted,
-            TopicMatch::Prefix => topic.starts_with(wanted),
-        }
-    }
-}
-
-impl fmt::Display for TopicMatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TopicMatch::Exact => "exact",
-            TopicMatch::Prefix => "prefix",
-        })
-    }
-}
-
-/// A `--match` value that is neither `exact` nor `prefix`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("--match takes exact or prefix, not {0:?}")]
-pub struct UnknownTopicMatch(pub String);
-
-impl FromStr for TopicMatch {
-    type Err = UnknownTopicMatch;
-
-    fn from_str(s: &str) -> std::result::Result<Self, UnknownTopicMatch> {
-        match s.trim() {
-            "exact" => Ok(TopicMatch::Exact),
-            "prefix" => Ok(TopicMatch::Prefix),
-            other => Err(UnknownTopicMatch(other.to_owned())),
-        }
-    }
-}
 
 /// Whether MQTT lets a client publish on `topic`: not empty, at most
 /// [`MAX_TOPIC_LEN`] bytes, no wildcard, and none of the characters MQTT
@@ -319,18 +267,6 @@ mod tests {
         assert!(prefix.forwards("sensors_7"));
         assert!(!prefix.forwards("to_mqt"));
         assert!(!prefix.forwards("other"));
-    }
-
-    #[test]
-    fn matching_modes_parse_and_show() {
-        assert_eq!("exact".parse(), Ok(TopicMatch::Exact));
-        assert_eq!(" prefix".parse(), Ok(TopicMatch::Prefix));
-        assert_eq!(
-            "prefixes".parse::<TopicMatch>(),
-            Err(UnknownTopicMatch("prefixes".into()))
-        );
-        assert_eq!(TopicMatch::default(), TopicMatch::Exact);
-        assert_eq!(TopicMatch::Prefix.to_string(), "prefix");
     }
 
     #[test]

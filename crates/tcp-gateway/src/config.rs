@@ -1,13 +1,12 @@
 //! What the gateway is told to do: a configuration with python-banyan's
 //! defaults, validated by [`crate::Gateway::new`].
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use banyan_gateway::{QueuePolicy, Reconnect};
 
 use crate::framing::{Framing, PrefixWidth};
+pub use banyan_gateway::topics::{TopicMatch, UnknownTopicMatch};
 
 /// python-banyan's default TCP port of the device.
 pub const DEFAULT_PORT: u16 = 31335;
@@ -107,60 +106,6 @@ impl Default for Config {
             validate: false,
             connect_timeout: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-/// How a bus message's topic is matched against the `-g` topics.
-///
-/// The ZeroMQ subscription beneath is a prefix (`-g figura` also delivers
-/// `figura_2`); python-banyan's `tgw` forwards all it delivers, so
-/// [`TopicMatch::Prefix`] is the default here. (The MQTT gateway has the
-/// same switch with the opposite default, python's `mgw` comparing topics
-/// exactly; `docs/topics.md` has the rule of every gateway.)
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TopicMatch {
-    /// Forwarded when the topic equals a `-g` topic.
-    Exact,
-    /// Forwarded when the topic starts with a `-g` topic: python's `tgw`.
-    #[default]
-    Prefix,
-}
-
-impl TopicMatch {
-    /// Whether a bus message on `topic` is forwarded for the `-g` topic
-    /// `wanted`.
-    pub fn matches(self, wanted: &str, topic: &str) -> bool {
-        match self {
-            TopicMatch::Exact => topic == wanted,
-            TopicMatch::Prefix => topic.starts_with(wanted),
-        }
-    }
-}
-
-impl fmt::Display for TopicMatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TopicMatch::Exact => "exact",
-            TopicMatch::Prefix => "prefix",
-        })
-    }
-}
-
-/// A `--match` value that is neither `exact` nor `prefix`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("--match takes exact or prefix, not {0:?}")]
-pub struct UnknownTopicMatch(pub String);
-
-impl FromStr for TopicMatch {
-    type Err = UnknownTopicMatch;
-
-    fn from_str(s: &str) -> Result<Self, UnknownTopicMatch> {
-        match s.trim() {
-            "exact" => Ok(TopicMatch::Exact),
-            "prefix" => Ok(TopicMatch::Prefix),
-            other => Err(UnknownTopicMatch(other.to_owned())),
         }
     }
 }

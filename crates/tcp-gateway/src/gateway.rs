@@ -46,10 +46,7 @@ impl banyan_gateway::Gateway for Gateway {
 
     /// Subscribes `bus` to every topic of [`Config::topics`].
     async fn subscribe(&self, bus: &Client) -> Result<()> {
-        for topic in &self.config.topics {
-            bus.subscribe(topic).await?;
-        }
-        Ok(())
+        Ok(banyan_gateway::subscribe_all(bus, &self.config.topics).await?)
     }
 
     fn banner(&self) -> Vec<String> {

@@ -79,10 +79,7 @@ impl banyan_gateway::Gateway for Gateway {
     /// Subscribes the [`Config::held_topics`]; the reply topics are
     /// subscribed while pages use them.
     async fn subscribe(&self, bus: &Client) -> Result<()> {
-        for topic in &self.config.held_topics {
-            bus.subscribe(topic).await?;
-        }
-        Ok(())
+        Ok(banyan_gateway::subscribe_all(bus, &self.config.held_topics).await?)
     }
 
     fn banner(&self) -> Vec<String> {
