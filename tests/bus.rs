@@ -695,3 +695,276 @@ async fn idle_components_use_no_cpu() {
         "the idle monitor used {used} clock ticks in one second"
     );
 }
+
+/// Runs `tests/python/py_forms.py MODE` on `lines` and returns one output
+/// line per input line.
+async fn python_forms(mode: &str, lines: &[String]) -> Vec<String> {
+    let mut py = Proc::spawn(
+        &format!("py_forms.py {mode}"),
+        Command::new(python())
+            .arg(root().join("tests/python/py_forms.py"))
+            .arg(mode)
+            .stdin(Stdio::piped()),
+    );
+    {
+        let stdin = py.stdin().expect("stdin piped");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("written");
+        }
+    }
+    py.close_stdin();
+    let mut out = Vec::with_capacity(lines.len());
+    for i in 0..lines.len() {
+        out.push(
+            py.wait_for(&format!("python's answer {i} of {}", lines.len()), |l| {
+                !l.starts_with("stderr: ")
+            })
+            .await,
+        );
+    }
+    assert_eq!(py.wait().await, Some(0), "py_forms.py:\n{}", py.output());
+    out
+}
+
+/// Deterministic doubles from every part of the range: random bit patterns
+/// and random decimals, the kinds of values where float printing differs.
+fn sample_floats(n: usize) -> Vec<f64> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            match i % 3 {
+                0 => f64::from_bits(r),
+                // short decimals such as 0.3 or 12.75, with a scale
+                1 => (r % 100_000) as f64 / 10f64.powi((r >> 40) as i32 % 12),
+                _ => f64::from(f32::from_bits(r as u32)),
+            }
+        })
+        .collect()
+}
+
+/// Every kind of value python's `json.dumps` can write, as python decodes it
+/// from MessagePack.
+fn python_json_values() -> Vec<Value> {
+    let all_latin1: String = (0u32..0x100).filter_map(char::from_u32).collect();
+    let mut values = vec![
+        Value::Nil,
+        Value::Boolean(true),
+        Value::Boolean(false),
+        Value::from(0),
+        Value::from(-1),
+        Value::from(i64::MIN),
+        Value::from(i64::MAX),
+        Value::from(u64::MAX),
+        Value::from(all_latin1),
+        Value::from(
+            "\u{2028}\u{2029}\u{d7ff}\u{e000}\u{fffd}\u{fffe}\u{ffff}\u{10000}\u{1f389}\u{10ffff}",
+        ),
+        Value::from("quote \" backslash \\ slash / tab \t é ✓ 日本語 🎉"),
+        Value::from(""),
+        Value::Array(vec![]),
+        Value::Map(vec![]),
+        map(vec![
+            ("command", Value::from("digital_write")),
+            ("pin", Value::from(4)),
+            (
+                "nested",
+                map(vec![(
+                    "list",
+                    Value::Array(vec![Value::from(1), Value::F64(2.5), Value::Nil]),
+                )]),
+            ),
+        ]),
+        Value::Map(vec![
+            (Value::from(1), Value::from("int")),
+            (Value::from(-7), Value::from("negative")),
+            (Value::F64(1.5), Value::from("float")),
+            (Value::F64(1e16), Value::from("big float")),
+            (Value::F64(f64::NAN), Value::from("nan")),
+            (Value::F64(f64::INFINITY), Value::from("inf")),
+            (Value::F64(f64::NEG_INFINITY), Value::from("-inf")),
+            (Value::Boolean(true), Value::from("true")),
+            (Value::Boolean(false), Value::from("false")),
+            (Value::Nil, Value::from("nil")),
+            (Value::F32(0.1), Value::from("f32")),
+        ]),
+        // repeated keys, and keys python takes for equal (1 == 1.0 == True)
+        Value::Map(vec![
+            (Value::from("a"), Value::from(1)),
+            (Value::from(2), Value::from("two")),
+            (Value::from("a"), Value::from(3)),
+            (Value::F64(2.0), Value::from("two as float")),
+            (Value::from(1), Value::from("one")),
+            (Value::Boolean(true), Value::from("true")),
+            (Value::F64(-0.0), Value::from("minus zero")),
+            (Value::from(0), Value::from("zero")),
+        ]),
+        Value::Array(vec![
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            Value::F64(f64::NEG_INFINITY),
+            Value::F32(f32::NAN),
+            Value::F32(f32::NEG_INFINITY),
+        ]),
+    ];
+    // each control character and DEL on its own, where escapes differ
+    values.extend(
+        (0u32..0x20)
+            .chain([0x7f, 0x80, 0x9f, 0xa0, 0xad])
+            .map(|c| Value::from(char::from_u32(c).expect("a char").to_string())),
+    );
+    for f in [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        0.5,
+        1e-5,
+        1e-4,
+        1.5e-4,
+        1e-7,
+        1e15,
+        1e16,
+        1e17,
+        1e22,
+        1e23,
+        5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -1.7976931348623157e308,
+        123456789012345680.0,
+        100000000000000.0,
+        9007199254740993.0,
+        0.30000000000000004,
+        1234.5678,
+        1e300,
+        3.141592653589793,
+    ] {
+        values.push(Value::F64(f));
+    }
+    for f in [0.1f32, 1e-45, 3.402_823_5e38, 16_777_217.0, 0.3, 1e10, -2.5] {
+        values.push(Value::F32(f));
+    }
+    values.extend(sample_floats(3000).into_iter().map(Value::F64));
+    values
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_is_byte_identical_to_python_json_dumps() {
+    let values = python_json_values();
+    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
+    let python = python_forms("dumps", &lines).await;
+    let mut differ = Vec::new();
+    for (value, theirs) in values.iter().zip(&python) {
+        let ours = banyan_core::json::to_json(value).expect("every value here has a JSON form");
+        assert_eq!(
+            banyan_core::json::to_display(value),
+            ours,
+            "the monitor's JSON form is the gateways' where that exists"
+        );
+        if &ours != theirs {
+            differ.push(format!("{value:?}\n  ours:   {ours}\n  python: {theirs}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} values differ from python's json.dumps:\n{}",
+        differ.len(),
+        values.len(),
+        differ.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_reads_what_python_json_loads_reads() {
+    let mut texts: Vec<String> = [
+        r#"{"command": "digital_write", "pin": 4, "value": 1}"#,
+        r#"{"a": 1, "b": [true, false, null], "a": 2}"#,
+        "[NaN, Infinity, -Infinity, -0, -0.0, 0, 1.0, 1E2, 1e-2, 2.5e+3, 1e400, -1e400, 1e-400]",
+        "18446744073709551615",
+        "-9223372036854775808",
+        r#""\u00e9\u00E9\ud83c\udf89\/\b\f\n\r\t\"\\""#,
+        "\"é🎉\u{7f}\"",
+        " \t\n\r[ 1 , { } , [ ] ] \n",
+        "{}",
+        "[]",
+        "\"\"",
+        // python refuses these
+        "",
+        "{",
+        "{\"id\"}",
+        "[1,]",
+        "[1 2]",
+        "'x'",
+        "{\"a\":1} trailing",
+        "[\n  1.]",
+        "01",
+        "\"é\tx\"",
+        "\"abc",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12zz\"",
+        "\u{feff}1",
+        "\"\\",
+        "-",
+        "-Inf",
+        "nan",
+        "[1,",
+        "{\"a\" 1}",
+        "{\"a\":1,}",
+        "nul",
+        "1e",
+        "1.5e",
+        "{\"a\":",
+        "[1]]",
+        "  ",
+        "{\"a\":1 \"b\":2}",
+        "{1: 2}",
+        ".5",
+        "+1",
+        "0x10",
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    for f in sample_floats(600) {
+        texts.push(format!("{f:e}"));
+        texts.push(format!("{f}"));
+    }
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::to_string(t).expect("a JSON string"))
+        .collect();
+    let python = python_forms("loads", &lines).await;
+    let mut differ = Vec::new();
+    for (text, theirs) in texts.iter().zip(&python) {
+        let ours = match banyan_core::json::from_json(text) {
+            Ok(value) => hex(&envelope::encode(&value)),
+            Err(e) => format!("ERROR {e}"),
+        };
+        let expected = match theirs.strip_prefix("ERROR JSONDecodeError: ") {
+            Some(message) => format!("ERROR invalid JSON: {message}"),
+            None => theirs.clone(),
+        };
+        // An integer beyond i64/u64: python's int does not pack
+        // (OverflowError); ours is a float64, as JavaScript reads it.
+        let big_integer = theirs == "ERROR OverflowError" && ours.starts_with("cb");
+        if ours != expected && !big_integer {
+            differ.push(format!("{text:?}\n  ours:   {ours}\n  python: {theirs}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} texts read differently from python's json.loads:\n{}",
+        differ.len(),
+        texts.len(),
+        differ.join("\n")
+    );
+}
