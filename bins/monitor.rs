@@ -5,7 +5,7 @@ mod common;
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use banyan_core::monitor::{self, MonitorConfig};
+use banyan_core::monitor::{self, MonitorConfig, MonitorFormat};
 
 /// Prints every message on the Banyan bus as `topic payload`.
 #[derive(FromArgs)]
@@ -31,6 +31,10 @@ struct Args {
     /// commas for several (default: every topic)
     #[argh(option, short = 'f')]
     filter: Vec<String>,
+    /// payload format: python (python-banyan's monitor: python's repr) or
+    /// json (what the gateways send) (default python)
+    #[argh(option, default = "MonitorFormat::Python")]
+    format: MonitorFormat,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -63,7 +67,10 @@ async fn main() -> ExitCode {
     println!("{}", bus.banner(&args.name));
     let shown = monitor::run(
         &mut bus.messages,
-        &MonitorConfig { numpy },
+        &MonitorConfig {
+            numpy,
+            format: args.format,
+        },
         std::io::stdout().lock(),
         shutdown,
     )

@@ -12,6 +12,9 @@ Each input line gives one output line, in the same order:
     repr    line: as for dumps.
             out:  json.dumps([repr(value), str(value)]) (one line, whatever
                   the text holds), or "ERROR <exception type>".
+    numpy   line: as for dumps, unpacked as python-banyan's numpy=True
+            components unpack (msgpack_numpy's decode as object_hook).
+            out:  as for repr.
     loads   line: a JSON string (json.dumps of the text to parse).
             out:  the hex of msgpack.packb(json.loads(text), use_bin_type=True),
                   or "ERROR <exception type>: <message>".
@@ -23,6 +26,7 @@ import json
 import sys
 
 import msgpack
+import msgpack_numpy
 
 
 def unpack(line):
@@ -38,13 +42,18 @@ def reprs(line):
     return json.dumps([repr(value), str(value)])
 
 
+def numpy_reprs(line):
+    value = msgpack.unpackb(bytes.fromhex(line), object_hook=msgpack_numpy.decode)
+    return json.dumps([repr(value), str(value)])
+
+
 def loads(line):
     text = json.loads(line)
     return msgpack.packb(json.loads(text), use_bin_type=True).hex()
 
 
 def main(mode):
-    convert = {"dumps": dumps, "repr": reprs, "loads": loads}[mode]
+    convert = {"dumps": dumps, "repr": reprs, "numpy": numpy_reprs, "loads": loads}[mode]
     for line in sys.stdin:
         line = line.rstrip("\n")
         try:

@@ -88,6 +88,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// A monitor format name other than `python` and `json`.
+    #[error("unknown monitor format {0:?} (python or json)")]
+    UnknownMonitorFormat(String),
+
     /// A ZeroMQ socket could not bind an endpoint.
     #[error("cannot listen on {endpoint}: {source}")]
     Bind {

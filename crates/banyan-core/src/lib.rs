@@ -68,6 +68,7 @@ pub mod envelope;
 pub mod error;
 pub mod json;
 pub mod monitor;
+mod numpy;
 pub mod pyrepr;
 mod topic;
 mod wake;

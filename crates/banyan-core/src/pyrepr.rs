@@ -26,7 +26,9 @@
 //!   python cannot hash, as a list;
 //! * a str that is not UTF-8: decoded with python's `surrogateescape`, so
 //!   each bad byte shows as `\udcXX` (`'ok\udcff'`);
-//! * an ext -1 that is not a valid timestamp: as an `ExtType`.
+//! * an ext -1 that is not a valid timestamp, and an ext with another
+//!   negative type (msgpack's `ExtType` takes 0 to 127 only): as an
+//!   `ExtType` (`ExtType(code=-5, data=b'')`).
 //!
 //! Which characters `repr` keeps is python's `str.isprintable()` of Unicode
 //! [`UNICODE_VERSION`] (Python 3.11's); a newer python also keeps the
@@ -45,6 +47,16 @@ pub use printable::UNICODE_VERSION;
 pub fn repr(value: &Value) -> String {
     let mut out = String::with_capacity(64);
     write_repr(value, &mut out);
+    out
+}
+
+/// [`repr`] of what msgpack-numpy's decoding (python-banyan's
+/// `numpy=True`) makes of `value`: its msgpack-numpy arrays and scalars as
+/// numpy's `repr` shows them (`array([1, 2, 3])`, `np.float32(0.5)`), for the
+/// dtypes the monitor's docs list; other values as [`repr`].
+pub fn repr_numpy(value: &Value) -> String {
+    let mut out = String::with_capacity(64);
+    write_repr_numpy(value, &mut out);
     out
 }
 
@@ -70,6 +82,20 @@ pub fn print_text(value: &Value) -> String {
 
 /// Writes python's `repr` of `value` to `out`.
 pub(crate) fn write_repr(value: &Value, out: &mut String) {
+    write_any(value, out, false);
+}
+
+/// Writes python's `repr` of what msgpack-numpy's decoding makes of `value`
+/// (python-banyan's `numpy=True`): msgpack-numpy arrays and scalars as numpy
+/// shows them, anywhere in the value.
+pub(crate) fn write_repr_numpy(value: &Value, out: &mut String) {
+    write_any(value, out, true);
+}
+
+fn write_any(value: &Value, out: &mut String, numpy: bool) {
+    if numpy && crate::numpy::write_numpy(value, out) {
+        return;
+    }
     match value {
         Value::Nil => out.push_str("None"),
         Value::Boolean(b) => out.push_str(if *b { "True" } else { "False" }),
@@ -86,7 +112,7 @@ pub(crate) fn write_repr(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_repr(item, out);
+                write_any(item, out, numpy);
             }
             out.push(']');
         }
@@ -96,9 +122,9 @@ pub(crate) fn write_repr(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_repr(k, out);
+                write_any(k, out, numpy);
                 out.push_str(": ");
-                write_repr(v, out);
+                write_any(v, out, numpy);
             }
             out.push('}');
         }
@@ -116,6 +142,12 @@ pub(crate) fn write_repr(value: &Value, out: &mut String) {
             }
         },
     }
+}
+
+/// Writes the `repr` of the str python decodes from `bytes` (UTF-8, bad
+/// bytes escaped as [`repr`] escapes them in a str).
+pub(crate) fn write_utf8_repr(bytes: &[u8], out: &mut String) {
+    write_str_repr(code_points(bytes), out);
 }
 
 /// python's `repr` of a float: the shortest digits that read back as the
@@ -141,7 +173,7 @@ pub(crate) fn write_float_repr(f: f64, out: &mut String) {
 
 /// The shortest round-trip digits of a finite `f` and its decimal exponent:
 /// `f = 0.DIGITS × 10^point`, as David Gay's `dtoa` (python's) reports them.
-fn shortest_digits(f: f64) -> (bool, String, i32) {
+pub(crate) fn shortest_digits(f: f64) -> (bool, String, i32) {
     // Rust's `{:e}` prints the shortest digits that read back as `f`, like
     // python's repr: `-1.2345e-7`, `0e0`. When two such digit strings are
     // equally close to `f` (a float32 widened, -174.135284423828125), Rust
