@@ -282,6 +282,44 @@ mod tests {
         );
     }
 
+    /// The deepest payload the decoder accepts is formatted on a thread with
+    /// the stack of a tokio worker (2 MiB), in a debug build: no overflow.
+    #[test]
+    fn the_deepest_payload_fits_a_worker_stack() {
+        // one-item arrays, or arrays and one-entry maps by turns
+        let nested = |depth: usize, maps: bool| {
+            let mut bytes = Vec::new();
+            for i in 0..depth {
+                let map = maps && i % 2 == 1;
+                bytes.extend_from_slice(if map { b"\x81\xa1k" } else { b"\x91" });
+            }
+            bytes.push(0xc0);
+            bytes
+        };
+        let deepest = |maps: bool| {
+            (0..crate::envelope::MAX_DEPTH)
+                .rev()
+                .map(|d| nested(d, maps))
+                .find(|bytes| crate::envelope::decode(bytes).is_ok())
+                .expect("some depth decodes")
+        };
+        let messages = [deepest(false), deepest(true)].map(|b| Message::from_raw("deep", b));
+        let worker = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for m in &messages {
+                    let value = m.value().expect("within MAX_DEPTH");
+                    let json = crate::json::to_json(&value).expect("JSON");
+                    assert!(crate::json::from_json(&json).is_ok());
+                    for config in [MonitorConfig::default(), JSON, JSON_NUMPY, PYTHON_NUMPY] {
+                        assert!(format_message(m, &config).starts_with("deep "));
+                    }
+                }
+            })
+            .expect("thread");
+        worker.join().expect("no stack overflow");
+    }
+
     /// A peer's dtype that is empty or starts with a multi-byte character
     /// once made `split_at(1)` panic and the monitor die.
     #[test]

@@ -122,6 +122,12 @@ impl<'a> Numpy<'a> {
                     "ndarray({}, shape {:?}) ",
                     array.type_text, array.shape
                 );
+                if array.size == 0 {
+                    // Not one bracket per row of a shape such as [2^40, 0]:
+                    // a peer's few bytes must not make endless text.
+                    out.push_str("[]");
+                    return;
+                }
                 let mut index = Vec::with_capacity(array.shape.len());
                 array.write_nested(&mut index, out);
             }
@@ -953,6 +959,20 @@ mod tests {
             Some("np.float32(0.1)")
         );
         assert_eq!(shown(&scalar("|b1", vec![1])).as_deref(), Some("np.True_"));
+    }
+
+    /// An empty array with a huge axis once meant one `[]` per row.
+    #[test]
+    fn empty_arrays_with_huge_axes_are_short() {
+        let value = array("<i8", &[1 << 40, 0], vec![]);
+        let numpy = Numpy::parse(&value).expect("an empty array");
+        let mut display = String::new();
+        numpy.write_display(&mut display);
+        assert_eq!(display, "ndarray(<i8, shape [1099511627776, 0]) []");
+        assert_eq!(
+            shown(&value).as_deref(),
+            Some("array([], shape=(1099511627776, 0), dtype=int64)")
+        );
     }
 
     #[test]
