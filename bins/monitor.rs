@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use banyan::cli::{self, Spec};
 use banyan::component::Monitor;
-use banyan_core::monitor::MonitorConfig;
+use banyan_core::monitor::{MonitorConfig, MonitorFormat};
 
 banyan::component_args! {
     /// Prints every message on the Banyan bus as `topic payload`.
@@ -19,6 +19,10 @@ banyan::component_args! {
         /// commas for several (default: every topic)
         #[argh(option, short = 'f')]
         filter: Vec<String>,
+        /// payload format: python (python-banyan's monitor: python's repr) or
+        /// json (what the gateways send) (default python)
+        #[argh(option, default = "MonitorFormat::Python")]
+        format: MonitorFormat,
     }
 }
 
@@ -32,7 +36,10 @@ async fn main() -> ExitCode {
     let args: Args = cli::parse(&SPEC);
     cli::init_logging();
     let monitor = Monitor::new(
-        MonitorConfig { numpy: args.numpy },
+        MonitorConfig {
+            numpy: args.numpy,
+            format: args.format,
+        },
         cli::split_list(&args.filter),
     );
     cli::serve(&args.name, &args, Ok::<_, String>(monitor)).await

@@ -338,18 +338,19 @@ async fn monitor_prints_every_message_and_survives_bad_ones() {
         .await
         .expect("published");
 
+    // python-banyan's monitor's text (the default format)
     let lines = [
-        r#"to_arduino_gateway {"command": "digital_write", "pin": 4}"#,
+        "to_arduino_gateway {'command': 'digital_write', 'pin': 4}",
         "broken <not MessagePack: the payload is not valid MessagePack: reserved marker 0xc1 at byte 0> c101",
         "truncated <not MessagePack: the payload is not valid MessagePack: more items declared than bytes left at byte 0> 82a161",
-        r#"bin {"$bin": "AQID"}"#,
-        "nan NaN",
+        r"bin b'\x01\x02\x03'",
+        "nan nan",
     ];
     for line in lines {
         monitor.wait_for(line, |l| l == line).await;
     }
     monitor
-        .wait_for("the after line", |l| l == r#"after "still running""#)
+        .wait_for("the after line", |l| l == "after still running")
         .await;
     monitor.expect_text("not a Banyan message").await;
     let out = monitor.output();
@@ -382,8 +383,8 @@ async fn monitor_filters_topics() {
             .await
             .expect("published");
     }
-    assert_eq!(monitor.next_line().await, "keep_me null");
-    assert_eq!(monitor.next_line().await, "also null");
+    assert_eq!(monitor.next_line().await, "keep_me None");
+    assert_eq!(monitor.next_line().await, "also None");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -580,7 +581,7 @@ async fn numpy_arrays_cross_both_ways() {
         "monitor",
         Command::new(exe("monitor"))
             .args(bp.flags())
-            .args(["-m", "True"]),
+            .args(["-m", "True", "--format", "json"]),
     );
     monitor.wait_for_text("*****").await;
     monitor.wait_for_text("*****").await;
@@ -694,4 +695,768 @@ async fn idle_components_use_no_cpu() {
         used < 20,
         "the idle monitor used {used} clock ticks in one second"
     );
+}
+
+/// Runs `tests/python/py_forms.py MODE` on `lines` and returns one output
+/// line per input line.
+async fn python_forms(mode: &str, lines: &[String]) -> Vec<String> {
+    let mut py = Proc::spawn(
+        &format!("py_forms.py {mode}"),
+        Command::new(python())
+            .arg(root().join("tests/python/py_forms.py"))
+            .arg(mode)
+            .stdin(Stdio::piped()),
+    );
+    {
+        let stdin = py.stdin().expect("stdin piped");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("written");
+        }
+    }
+    py.close_stdin();
+    let mut out = Vec::with_capacity(lines.len());
+    for i in 0..lines.len() {
+        out.push(
+            py.wait_for(&format!("python's answer {i} of {}", lines.len()), |l| {
+                !l.starts_with("stderr: ")
+            })
+            .await,
+        );
+    }
+    assert_eq!(py.wait().await, Some(0), "py_forms.py:\n{}", py.output());
+    out
+}
+
+/// Deterministic doubles from every part of the range: random bit patterns
+/// and random decimals, the kinds of values where float printing differs.
+fn sample_floats(n: usize) -> Vec<f64> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            match i % 3 {
+                0 => f64::from_bits(r),
+                // short decimals such as 0.3 or 12.75, with a scale
+                1 => (r % 100_000) as f64 / 10f64.powi((r >> 40) as i32 % 12),
+                _ => f64::from(f32::from_bits(r as u32)),
+            }
+        })
+        .collect()
+}
+
+/// Every kind of value python's `json.dumps` can write, as python decodes it
+/// from MessagePack.
+fn python_json_values() -> Vec<Value> {
+    let all_latin1: String = (0u32..0x100).filter_map(char::from_u32).collect();
+    let mut values = vec![
+        Value::Nil,
+        Value::Boolean(true),
+        Value::Boolean(false),
+        Value::from(0),
+        Value::from(-1),
+        Value::from(i64::MIN),
+        Value::from(i64::MAX),
+        Value::from(u64::MAX),
+        Value::from(all_latin1),
+        Value::from(
+            "\u{2028}\u{2029}\u{d7ff}\u{e000}\u{fffd}\u{fffe}\u{ffff}\u{10000}\u{1f389}\u{10ffff}",
+        ),
+        Value::from("quote \" backslash \\ slash / tab \t é ✓ 日本語 🎉"),
+        Value::from(""),
+        Value::Array(vec![]),
+        Value::Map(vec![]),
+        map(vec![
+            ("command", Value::from("digital_write")),
+            ("pin", Value::from(4)),
+            (
+                "nested",
+                map(vec![(
+                    "list",
+                    Value::Array(vec![Value::from(1), Value::F64(2.5), Value::Nil]),
+                )]),
+            ),
+        ]),
+        Value::Map(vec![
+            (Value::from(1), Value::from("int")),
+            (Value::from(-7), Value::from("negative")),
+            (Value::F64(1.5), Value::from("float")),
+            (Value::F64(1e16), Value::from("big float")),
+            (Value::F64(f64::NAN), Value::from("nan")),
+            (Value::F64(f64::INFINITY), Value::from("inf")),
+            (Value::F64(f64::NEG_INFINITY), Value::from("-inf")),
+            (Value::Boolean(true), Value::from("true")),
+            (Value::Boolean(false), Value::from("false")),
+            (Value::Nil, Value::from("nil")),
+            (Value::F32(0.1), Value::from("f32")),
+        ]),
+        // repeated keys, and keys python takes for equal (1 == 1.0 == True)
+        Value::Map(vec![
+            (Value::from("a"), Value::from(1)),
+            (Value::from(2), Value::from("two")),
+            (Value::from("a"), Value::from(3)),
+            (Value::F64(2.0), Value::from("two as float")),
+            (Value::from(1), Value::from("one")),
+            (Value::Boolean(true), Value::from("true")),
+            (Value::F64(-0.0), Value::from("minus zero")),
+            (Value::from(0), Value::from("zero")),
+        ]),
+        Value::Array(vec![
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            Value::F64(f64::NEG_INFINITY),
+            Value::F32(f32::NAN),
+            Value::F32(f32::NEG_INFINITY),
+        ]),
+    ];
+    // each control character and DEL on its own, where escapes differ
+    values.extend(
+        (0u32..0x20)
+            .chain([0x7f, 0x80, 0x9f, 0xa0, 0xad])
+            .map(|c| Value::from(char::from_u32(c).expect("a char").to_string())),
+    );
+    for f in [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        0.5,
+        1e-5,
+        1e-4,
+        1.5e-4,
+        1e-7,
+        1e15,
+        1e16,
+        1e17,
+        1e22,
+        1e23,
+        5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -1.7976931348623157e308,
+        123456789012345680.0,
+        100000000000000.0,
+        9007199254740993.0,
+        0.30000000000000004,
+        1234.5678,
+        1e300,
+        std::f64::consts::PI,
+    ] {
+        values.push(Value::F64(f));
+    }
+    for f in [0.1f32, 1e-45, 3.402_823_5e38, 16_777_217.0, 0.3, 1e10, -2.5] {
+        values.push(Value::F32(f));
+    }
+    values.extend(sample_floats(3000).into_iter().map(Value::F64));
+    values
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_is_byte_identical_to_python_json_dumps() {
+    let values = python_json_values();
+    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
+    let python = python_forms("dumps", &lines).await;
+    let mut differ = Vec::new();
+    for (value, theirs) in values.iter().zip(&python) {
+        let ours = banyan_core::json::to_json(value).expect("every value here has a JSON form");
+        assert_eq!(
+            banyan_core::json::to_display(value),
+            ours,
+            "the monitor's JSON form is the gateways' where that exists"
+        );
+        if &ours != theirs {
+            differ.push(format!("{value:?}\n  ours:   {ours}\n  python: {theirs}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} values differ from python's json.dumps:\n{}",
+        differ.len(),
+        values.len(),
+        differ.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_reads_what_python_json_loads_reads() {
+    let mut texts: Vec<String> = [
+        r#"{"command": "digital_write", "pin": 4, "value": 1}"#,
+        r#"{"a": 1, "b": [true, false, null], "a": 2}"#,
+        "[NaN, Infinity, -Infinity, -0, -0.0, 0, 1.0, 1E2, 1e-2, 2.5e+3, 1e400, -1e400, 1e-400]",
+        "18446744073709551615",
+        "-9223372036854775808",
+        r#""\u00e9\u00E9\ud83c\udf89\/\b\f\n\r\t\"\\""#,
+        "\"é🎉\u{7f}\"",
+        " \t\n\r[ 1 , { } , [ ] ] \n",
+        "{}",
+        "[]",
+        "\"\"",
+        // python refuses these
+        "",
+        "{",
+        "{\"id\"}",
+        "[1,]",
+        "[1 2]",
+        "'x'",
+        "{\"a\":1} trailing",
+        "[\n  1.]",
+        "01",
+        "\"é\tx\"",
+        "\"abc",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12zz\"",
+        "\u{feff}1",
+        "\"\\",
+        "-",
+        "-Inf",
+        "nan",
+        "[1,",
+        "{\"a\" 1}",
+        "{\"a\":1,}",
+        "nul",
+        "1e",
+        "1.5e",
+        "{\"a\":",
+        "[1]]",
+        "  ",
+        "{\"a\":1 \"b\":2}",
+        "{1: 2}",
+        ".5",
+        "+1",
+        "0x10",
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    for f in sample_floats(600) {
+        texts.push(format!("{f:e}"));
+        texts.push(format!("{f}"));
+    }
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::to_string(t).expect("a JSON string"))
+        .collect();
+    let python = python_forms("loads", &lines).await;
+    let mut differ = Vec::new();
+    for (text, theirs) in texts.iter().zip(&python) {
+        let ours = match banyan_core::json::from_json(text) {
+            Ok(value) => hex(&envelope::encode(&value)),
+            Err(e) => format!("ERROR {e}"),
+        };
+        let expected = match theirs.strip_prefix("ERROR JSONDecodeError: ") {
+            Some(message) => format!("ERROR invalid JSON: {message}"),
+            None => theirs.clone(),
+        };
+        // An integer beyond i64/u64: python's int does not pack
+        // (OverflowError); ours is a float64, as JavaScript reads it.
+        let big_integer = theirs == "ERROR OverflowError" && ours.starts_with("cb");
+        if ours != expected && !big_integer {
+            differ.push(format!("{text:?}\n  ours:   {ours}\n  python: {theirs}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} texts read differently from python's json.loads:\n{}",
+        differ.len(),
+        texts.len(),
+        differ.join("\n")
+    );
+}
+
+/// A msgpack-numpy array as python's `numpy=True` components send it.
+fn np_array(dtype: &str, shape: &[u64], data: Vec<u8>) -> Value {
+    Value::Map(vec![
+        (Value::Binary(b"nd".to_vec()), Value::Boolean(true)),
+        (Value::Binary(b"type".to_vec()), Value::from(dtype)),
+        (Value::Binary(b"kind".to_vec()), Value::Binary(vec![])),
+        (
+            Value::Binary(b"shape".to_vec()),
+            Value::Array(shape.iter().map(|&d| Value::from(d)).collect()),
+        ),
+        (Value::Binary(b"data".to_vec()), Value::Binary(data)),
+    ])
+}
+
+/// A msgpack-numpy scalar (`numpy.int64(5)` and the like).
+fn np_scalar(dtype: &str, data: Vec<u8>) -> Value {
+    Value::Map(vec![
+        (Value::Binary(b"nd".to_vec()), Value::Boolean(false)),
+        (Value::Binary(b"type".to_vec()), Value::from(dtype)),
+        (Value::Binary(b"data".to_vec()), Value::Binary(data)),
+    ])
+}
+
+fn le_f64(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn le_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn le_i64(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Arrays of every dtype the monitor decodes, in the shapes and value
+/// ranges where numpy's layout changes.
+fn numpy_values() -> Vec<Value> {
+    let floats = sample_floats(40);
+    let mut values = vec![
+        np_array("<i8", &[3], le_i64(&[1, 2, 3])),
+        np_array("<i8", &[4], le_i64(&[-5, 100, 7, i64::MIN])),
+        np_array("<f8", &[2, 2], le_f64(&[1.5, 2.5, 3.5, 4.5])),
+        np_array("<f8", &[3], le_f64(&[1.0, 2.5, -0.0])),
+        np_array(
+            "<f8",
+            &[4],
+            le_f64(&[0.1, 0.2, 0.30000000000000004, 1.0 / 3.0]),
+        ),
+        np_array("<f8", &[3], le_f64(&[1e-5, 1.0, 2.0])),
+        np_array("<f8", &[3], le_f64(&[1e10, 1.0, f64::NAN])),
+        np_array(
+            "<f8",
+            &[3],
+            le_f64(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY]),
+        ),
+        np_array("<f8", &[2], le_f64(&[1e-300, 1e300])),
+        np_array("<f8", &[2], le_f64(&[0.001953125, 12.5])),
+        np_array("<f8", &[0], vec![]),
+        np_array("<i8", &[2, 0], vec![]),
+        np_array("<i8", &[], le_i64(&[42])),
+        np_array("<f8", &[], le_f64(&[2.5])),
+        np_array("<f4", &[3], le_f32(&[0.1, 2.5, -7.25])),
+        np_array("<f4", &[2], le_f32(&[1e-5, 3.0e38])),
+        np_array(
+            "<i4",
+            &[3],
+            [1i32, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        np_array(
+            "<u2",
+            &[2],
+            [1u16, 65535].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        np_array("|u1", &[4], vec![0, 1, 128, 255]),
+        np_array("|i1", &[2], vec![0x80, 0x7f]),
+        np_array("<u8", &[1], u64::MAX.to_le_bytes().to_vec()),
+        np_array(
+            ">i8",
+            &[2],
+            [1i64, -1].iter().flat_map(|v| v.to_be_bytes()).collect(),
+        ),
+        np_array(">f8", &[1], 1.5f64.to_be_bytes().to_vec()),
+        np_array("|b1", &[3], vec![1, 0, 1]),
+        np_array("|b1", &[], vec![1]),
+        np_array("<i8", &[2, 3, 2], le_i64(&(0..12).collect::<Vec<_>>())),
+        // wraps at 75 columns
+        np_array(
+            "<i8",
+            &[40],
+            le_i64(&(0..40).map(|i| i * 1000).collect::<Vec<_>>()),
+        ),
+        np_array(
+            "<f8",
+            &[30],
+            le_f64(&(0..30).map(|i| f64::from(i) / 7.0).collect::<Vec<_>>()),
+        ),
+        np_array("<f8", &[40], le_f64(&floats)),
+        // summarized beyond 1000 elements
+        np_array("<i8", &[2000], le_i64(&(0..2000).collect::<Vec<_>>())),
+        np_array("<i8", &[40, 40], le_i64(&(0..1600).collect::<Vec<_>>())),
+        np_array(
+            "|u1",
+            &[3000],
+            (0..3000u32).map(|i| (i % 256) as u8).collect(),
+        ),
+        // a longer buffer than the shape needs: numpy reads its start
+        np_array("<i8", &[1], le_i64(&[7, 8])),
+        np_scalar("<i8", le_i64(&[5])),
+        np_scalar("<f8", le_f64(&[1e-5])),
+        np_scalar("<f4", le_f32(&[0.1])),
+        np_scalar("|b1", vec![1]),
+        np_scalar("|u1", vec![200]),
+    ];
+    for f in floats.iter().take(10) {
+        values.push(np_array("<f8", &[2], le_f64(&[*f, 1.0])));
+        values.push(np_array("<f4", &[2], le_f32(&[*f as f32, 0.5])));
+    }
+    values
+}
+
+/// Every kind of decoded value for `repr`, nested and at the top level.
+fn python_repr_values() -> Vec<Value> {
+    let mut values = python_json_values();
+    values.extend([
+        Value::Binary(vec![]),
+        Value::Binary((0u8..=255).collect()),
+        Value::Binary(b"it's".to_vec()),
+        Value::Binary(b"'\"".to_vec()),
+        Value::from("it's"),
+        Value::from("'\""),
+        Value::from("\"double\""),
+        Value::from("line\nbreak"),
+        Value::from("\u{a0}\u{ad}\u{378}\u{200b}\u{e0001}\u{2028}\u{f8ff}\u{1f600}\u{3000}"),
+        Value::Ext(5, vec![1, 2]),
+        Value::Ext(127, vec![]),
+        Value::Ext(-1, vec![0, 0, 0, 1]),
+        Value::Ext(-1, vec![0x3b, 0x9a, 0xc9, 0xff, 0, 0, 0, 1]),
+        Value::Ext(-1, [vec![0x3b, 0x9a, 0xc9, 0xff], vec![0xff; 8]].concat()),
+        Value::Map(vec![
+            (Value::Binary(b"k".to_vec()), Value::from("bin key")),
+            (Value::from("k"), Value::from("str key")),
+            (Value::Ext(1, vec![]), Value::from("ext key")),
+        ]),
+        Value::Array(vec![
+            Value::Binary(vec![0]),
+            Value::from("x"),
+            Value::Map(vec![(Value::from("deep"), Value::Array(vec![Value::Nil]))]),
+        ]),
+    ]);
+    values.extend(
+        (0u32..0x3000)
+            .step_by(7)
+            .filter_map(char::from_u32)
+            .map(|c| Value::from(c.to_string())),
+    );
+    values
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repr_is_python_repr_and_print() {
+    let values = python_repr_values();
+    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
+    let python = python_forms("repr", &lines).await;
+    let mut differ = Vec::new();
+    for (value, theirs) in values.iter().zip(&python) {
+        let ours = serde_json::to_string(&[
+            banyan_core::pyrepr::repr(value),
+            banyan_core::pyrepr::print_text(value),
+        ])
+        .expect("JSON");
+        // serde_json and python escape differently; compare the texts.
+        let Ok(theirs) = serde_json::from_str::<Vec<String>>(theirs) else {
+            differ.push(format!("{value:?}\n  python: {theirs}"));
+            continue;
+        };
+        let ours: Vec<String> = serde_json::from_str(&ours).expect("ours");
+        if ours != theirs {
+            differ.push(format!(
+                "{value:?}\n  ours:   {ours:?}\n  python: {theirs:?}"
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} values differ from python's repr/str:\n{}",
+        differ.len(),
+        values.len(),
+        differ.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn numpy_repr_is_numpy_repr() {
+    let values = numpy_values();
+    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
+    let python = python_forms("numpy", &lines).await;
+    let mut differ = Vec::new();
+    for (value, theirs) in values.iter().zip(&python) {
+        let theirs: Vec<String> = serde_json::from_str(theirs)
+            .unwrap_or_else(|e| panic!("python's answer {theirs:?}: {e}"));
+        let ours = banyan_core::pyrepr::repr_numpy(value);
+        if ours != theirs[0] {
+            differ.push(format!(
+                "{value}\n  ours:\n{ours}\n  python:\n{}",
+                theirs[0]
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} arrays differ from numpy's repr:\n{}",
+        differ.len(),
+        values.len(),
+        differ.join("\n")
+    );
+}
+
+/// Whether python-banyan's receiver decodes `value` at all: its msgpack
+/// refuses map keys other than str and bin (`strict_map_key`), and ext types
+/// below 0 other than a valid timestamp.
+fn python_decodes(value: &Value) -> bool {
+    match value {
+        Value::Map(entries) => entries.iter().all(|(k, v)| {
+            matches!(k, Value::String(_) | Value::Binary(_))
+                && python_decodes(k)
+                && python_decodes(v)
+        }),
+        Value::Array(items) => items.iter().all(python_decodes),
+        Value::Ext(code, _) => *code >= 0,
+        Value::String(s) => s.as_str().is_some(),
+        _ => true,
+    }
+}
+
+/// Starts python-banyan 3.17's own `monitor` on the backplane and returns
+/// once its subscription has reached it (seen by `publisher`).
+async fn python_monitor(
+    bp: &BackplaneProc,
+    publisher: &banyan_core::Client,
+    extra: &[&str],
+) -> Proc {
+    let mut monitor = Proc::spawn(
+        "python monitor",
+        Command::new(python())
+            .args(["-m", "python_banyan.utils.monitor.monitor"])
+            .args(bp.flags())
+            .args(extra)
+            // print() to a pipe is block-buffered otherwise
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    monitor.wait_for_text("Loop Time").await;
+    within(
+        "python's monitor's subscription",
+        publisher.wait_for_subscriber("cmp"),
+    )
+    .await
+    .expect("open");
+    monitor
+}
+
+/// Starts our monitor with `extra` flags and waits for its banner, which it
+/// prints once subscribed.
+async fn rust_monitor(bp: &BackplaneProc, extra: &[&str]) -> Proc {
+    let mut monitor = Proc::spawn(
+        &format!("monitor {}", extra.join(" ")),
+        Command::new(exe("monitor")).args(bp.flags()).args(extra),
+    );
+    monitor.wait_for_text("*****").await;
+    monitor.wait_for_text("*****").await;
+    monitor
+}
+
+/// The message lines a monitor printed: stdout after its banner up to the
+/// line `end`, without probe messages.
+async fn printed_messages(monitor: &mut Proc, end: &str) -> Vec<String> {
+    monitor.expect_text(end).await;
+    let output = monitor.output();
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|l| !l.starts_with("stderr: "))
+        .collect();
+    let banner_end = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("*****"))
+        .nth(1)
+        .map_or(0, |(i, _)| i + 1);
+    lines[banner_end..]
+        .iter()
+        .take_while(|l| **l != end)
+        .filter(|l| !l.starts_with("\u{1}banyan-probe"))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn assert_same_lines(what: &str, ours: &[String], expected: &[String]) {
+    let first_difference = ours
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(ours.len().min(expected.len()));
+    assert!(
+        ours == expected,
+        "{what}: {} lines against {}, first difference at line {first_difference}:\n  ours:     {:?}\n  expected: {:?}",
+        ours.len(),
+        expected.len(),
+        ours.get(first_difference),
+        expected.get(first_difference)
+    );
+}
+
+/// Our monitor prints what python-banyan's prints (default format), and
+/// in `--format json` the JSON python's `json.dumps` writes, for the same
+/// messages through one backplane.
+#[tokio::test(flavor = "multi_thread")]
+async fn monitor_prints_what_python_monitor_prints() {
+    let bp = BackplaneProc::start().await;
+    let (publisher, _) = bp.connect().await;
+    let mut python_mon = python_monitor(&bp, &publisher, &[]).await;
+    let mut ours = rust_monitor(&bp, &[]).await;
+    let mut ours_json = rust_monitor(&bp, &["--format", "json"]).await;
+
+    let mut values: Vec<Value> = python_repr_values()
+        .into_iter()
+        .filter(python_decodes)
+        .filter(|v| !matches!(v, Value::F64(_)))
+        .take(400)
+        .collect();
+    values.extend(sample_floats(200).into_iter().map(Value::F64));
+    values.push(Value::from("two\nlines"));
+    values.push(numpy_array());
+    for (i, value) in values.iter().enumerate() {
+        publisher
+            .publish(&format!("cmp{i}"), value)
+            .await
+            .expect("published");
+    }
+    publisher
+        .publish("cmp_end", &Value::from("done"))
+        .await
+        .expect("published");
+
+    let python_lines = printed_messages(&mut python_mon, "cmp_end done").await;
+    let our_lines = printed_messages(&mut ours, "cmp_end done").await;
+    assert!(
+        python_lines.len() > values.len(),
+        "python printed {} lines",
+        python_lines.len()
+    );
+    assert_same_lines(
+        "monitor against python's monitor",
+        &our_lines,
+        &python_lines,
+    );
+
+    let dumps = python_forms(
+        "dumps",
+        &values
+            .iter()
+            .map(|v| hex(&envelope::encode(v)))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let expected_json: Vec<String> = values
+        .iter()
+        .zip(&dumps)
+        .enumerate()
+        .map(|(i, (value, dumped))| {
+            // bin and ext have no JSON form in python; ours is the rule's
+            let text = if dumped.starts_with("ERROR ") {
+                banyan_core::json::to_display(value)
+            } else {
+                dumped.clone()
+            };
+            format!("cmp{i} {text}")
+        })
+        .collect();
+    let json_lines = printed_messages(&mut ours_json, r#"cmp_end "done""#).await;
+    assert_same_lines(
+        "monitor --format json against json.dumps",
+        &json_lines,
+        &expected_json,
+    );
+}
+
+/// With `-m True`, maps holding msgpack-numpy arrays print as python's
+/// `monitor -m True` prints them (numpy's repr, python-banyan's key rule).
+#[tokio::test(flavor = "multi_thread")]
+async fn numpy_monitor_prints_what_python_numpy_monitor_prints() {
+    let bp = BackplaneProc::start().await;
+    let (publisher, _) = bp.connect().await;
+    let mut python_mon = python_monitor(&bp, &publisher, &["-m", "True"]).await;
+    let mut ours = rust_monitor(&bp, &["-m", "True"]).await;
+
+    let mut values: Vec<Value> = numpy_values()
+        .into_iter()
+        .map(|array| map(vec![("array", array), ("n", Value::from(1))]))
+        .collect();
+    values.extend([
+        map(vec![
+            ("msg", Value::from(1)),
+            (
+                "list",
+                Value::Array(vec![np_array("<i8", &[1], le_i64(&[9]))]),
+            ),
+        ]),
+        // bin keys become str, and python-banyan then drops the str keys
+        Value::Map(vec![
+            (Value::Binary(b"x".to_vec()), Value::from(1)),
+            (Value::from("y"), Value::from(2)),
+            (
+                Value::Binary(b"z".to_vec()),
+                np_array("<f8", &[1], le_f64(&[0.5])),
+            ),
+        ]),
+        map(vec![]),
+    ]);
+    for (i, value) in values.iter().enumerate() {
+        publisher
+            .publish(&format!("cmp{i}"), value)
+            .await
+            .expect("published");
+    }
+    publisher
+        .publish("cmp_end", &map(vec![("end", Value::from("done"))]))
+        .await
+        .expect("published");
+    let end = "cmp_end {'end': 'done'}";
+    let python_lines = printed_messages(&mut python_mon, end).await;
+    let our_lines = printed_messages(&mut ours, end).await;
+    assert!(
+        python_lines.len() > values.len(),
+        "python printed {} lines",
+        python_lines.len()
+    );
+    assert_same_lines(
+        "monitor -m True against python's",
+        &our_lines,
+        &python_lines,
+    );
+}
+
+/// A msgpack-numpy map whose dtype is empty or starts with a multi-byte
+/// character once killed `monitor -m True`; sent by a python component, it
+/// is shown as the map it is, and the monitor goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn numpy_monitor_survives_any_dtype_from_a_peer() {
+    let bp = BackplaneProc::start().await;
+    let mut python_only = rust_monitor(&bp, &["-m", "True"]).await;
+    let mut json = rust_monitor(&bp, &["-m", "True", "--format", "json"]).await;
+    let mut py = Proc::spawn(
+        "python publisher",
+        peer(&bp, "pub", &["--topic", "bad_dtype"]).stdin(Stdio::piped()),
+    );
+    py.wait_for_text("READY").await;
+    let payloads = [
+        np_array("", &[1], le_i64(&[1])),
+        np_array("é8", &[1], le_i64(&[1])),
+        np_array("<é", &[1], le_i64(&[1])),
+        map(vec![("after", Value::from(1))]),
+    ];
+    {
+        let stdin = py.stdin().expect("stdin piped");
+        for value in &payloads {
+            writeln!(stdin, "{}", hex(&envelope::encode(value))).expect("written");
+        }
+    }
+    py.close_stdin();
+    assert_eq!(py.wait().await, Some(0), "{}", py.output());
+    for dtype in ["''", "'é8'", "'<é'"] {
+        python_only
+            .wait_for(&format!("the map with dtype {dtype}"), |l| {
+                // python-banyan's rule turns the bin keys into str keys
+                l.starts_with("bad_dtype {'nd': True, 'type': ") && l.contains(dtype)
+            })
+            .await;
+    }
+    python_only
+        .wait_for("the message after", |l| l == "bad_dtype {'after': 1}")
+        .await;
+    for dtype in ["\"\"", "\"\\u00e98\"", "\"<\\u00e9\""] {
+        json.wait_for(&format!("the map with dtype {dtype}"), |l| {
+            l.starts_with(r#"bad_dtype {"nd": true, "type": "#) && l.contains(dtype)
+        })
+        .await;
+    }
+    json.wait_for("the message after", |l| l == r#"bad_dtype {"after": 1}"#)
+        .await;
 }

@@ -35,16 +35,28 @@ pub enum Error {
     #[error("the payload has {0} bytes after its MessagePack value")]
     TrailingBytes(usize),
 
-    /// A JSON text that does not parse (or nests deeper than 128 levels).
-    #[error("invalid JSON: {0}")]
-    JsonSyntax(#[source] serde_json::Error),
+    /// A JSON text that python's `json.loads` would refuse (or that nests
+    /// deeper than [`MAX_DEPTH`](crate::envelope::MAX_DEPTH), or holds a lone
+    /// surrogate), placed and worded as python does.
+    #[error("invalid JSON: {reason}: line {line} column {column} (char {offset})")]
+    JsonSyntax {
+        /// What is wrong, in python's words (`Expecting value`).
+        reason: &'static str,
+        /// The line, from 1.
+        line: usize,
+        /// The column in characters, from 1.
+        column: usize,
+        /// The offset in characters, from 0.
+        offset: usize,
+    },
 
-    /// A float that JSON cannot represent (NaN or an infinity).
-    #[error("{path}: {value} has no JSON form")]
+    /// A float that strict JSON cannot represent (NaN or an infinity), from
+    /// [`to_json_strict`](crate::json::to_json_strict).
+    #[error("{path}: {value} is not standard JSON")]
     NonFiniteFloat {
         /// Where in the value, e.g. `$.reading[2]`.
         path: String,
-        /// `NaN`, `inf` or `-inf`.
+        /// `NaN`, `Infinity` or `-Infinity`.
         value: String,
     },
 
@@ -75,6 +87,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A monitor format name other than `python` and `json`.
+    #[error("unknown monitor format {0:?} (python or json)")]
+    UnknownMonitorFormat(String),
 
     /// A ZeroMQ socket could not bind an endpoint.
     #[error("cannot listen on {endpoint}: {source}")]

@@ -1,21 +1,25 @@
-//! JSON <-> MessagePack conversion, with written rules for what JSON lacks.
+//! JSON <-> MessagePack conversion, byte for byte as python's `json` module.
 //!
 //! The WebSocket and MQTT gateways speak JSON on one side and MessagePack on
 //! the bus; they both convert here so that a value looks the same through
-//! either. The rules (also in `docs/protocol.md`):
+//! either, and the same as through python-banyan's gateways: [`to_json`] is
+//! python's `json.dumps(value)` (default arguments) of the value
+//! `msgpack.unpackb(raw=False)` makes, and [`from_json`] reads what
+//! `json.loads` reads. The rules (also in `docs/protocol.md`):
 //!
 //! | MessagePack | JSON |
 //! |---|---|
-//! | nil, bool, str | `null`, `true`/`false`, string |
+//! | nil, bool | `null`, `true`/`false` |
+//! | str | string, ASCII only: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, other characters below U+0020 and from U+007F as `\u00e9`, beyond U+FFFF as a surrogate pair `\ud83c\udf89` (lower-case hex) |
 //! | int (any, i64/u64 range) | number, every digit kept (JavaScript reads beyond 2^53 as a double) |
-//! | float32, float64 | number, shortest form that reads back to the same float |
-//! | NaN, +inf, -inf | **error** [`Error::NonFiniteFloat`]: JSON has no such number |
-//! | bin | `{"$bin": "<base64>"}` |
-//! | ext | `{"$ext": [type, "<base64>"]}` |
+//! | float32, float64 | python's `repr` of the double (float32 widened): `1.0`, `1e-07`, `1e+16`, `100000000000000.0`, `-0.0`, `0.10000000149011612` |
+//! | NaN, +inf, -inf | `NaN`, `Infinity`, `-Infinity`, as python writes them ([`to_json_strict`] refuses them: [`Error::NonFiniteFloat`]) |
+//! | bin | `{"$bin": "<base64>"}` (ours: python has no JSON form for bytes) |
+//! | ext | `{"$ext": [type, "<base64>"]}` (ours, likewise) |
 //! | array | array |
-//! | map with str keys | object, key order kept |
-//! | int, float, bool, nil keys | their JSON text as the key (`1` → `"1"`), as Python's `json.dumps` does |
-//! | bin keys | the bytes as the key when UTF-8 (msgpack-numpy's `b'shape'` → `"shape"`), else **error** |
+//! | map with str keys | object, key order kept; a key repeated keeps its first place and its last value, as python's dict does |
+//! | int, float, bool, nil keys | as python writes them: `"1"`, `"1.5"`, `"NaN"`, `"true"`, `"null"` |
+//! | bin keys | the bytes as the key when UTF-8 (msgpack-numpy's `b'shape'` → `"shape"`; ours), else **error** [`Error::UnsupportedKey`] |
 //! | array, map, ext keys | **error** [`Error::UnsupportedKey`] |
 //! | str that is not UTF-8 | **error** [`Error::InvalidUtf8`] |
 //!
@@ -23,45 +27,70 @@
 //!
 //! | JSON | MessagePack |
 //! |---|---|
-//! | integer within i64/u64 | int (smallest form) |
-//! | integer beyond i64/u64 | float64, as JavaScript reads it |
-//! | any other number | float64 |
-//! | object | map with str keys, order kept |
+//! | integer within i64/u64 | int (smallest form); `-0` is int 0, as in python |
+//! | integer beyond i64/u64 | float64, as JavaScript reads it (python's int would not pack) |
+//! | any other number | float64; beyond the double range `1e400` is +inf, as python's `float` reads it |
+//! | `NaN`, `Infinity`, `-Infinity` | float64 NaN, +inf, -inf, as `json.loads` reads them |
+//! | object | map with str keys, order kept; a key repeated keeps its first place and its last value |
 //! | `{"$bin": "<base64>"}` (that one key only) | bin |
 //! | `{"$ext": [type, "<base64>"]}` (that one key only) | ext |
-//! | `NaN`, `Infinity` | not JSON: [`Error::JsonSyntax`] |
+//! | a string with a lone surrogate (`"\ud800"`) | **error**: no MessagePack str holds it (python's gateway fails to pack it) |
+//! | nesting deeper than [`MAX_DEPTH`] | **error** |
+//! | anything else `json.loads` refuses | **error** [`Error::JsonSyntax`] with python's message (`Expecting value: line 1 column 1 (char 0)`) |
 //!
 //! So bin and ext survive a round trip through JSON; non-string keys come back
-//! as strings. The text is laid out as Python's `json.dumps` lays it out
-//! (`", "` and `": "` between items), so peers see what python-banyan's
-//! gateways sent them.
+//! as strings.
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use rmpv::Value;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::envelope::MAX_DEPTH;
 use crate::error::{Error, Result};
+use crate::pyrepr;
 
 /// The key of the object that stands for a MessagePack bin.
 pub const BIN_TAG: &str = "$bin";
 /// The key of the object that stands for a MessagePack ext.
 pub const EXT_TAG: &str = "$ext";
 
-/// Converts a MessagePack value to JSON text by the rules above.
+/// Converts a MessagePack value to JSON text by the rules above: python's
+/// `json.dumps(value)`, byte for byte.
 pub fn to_json(value: &Value) -> Result<String> {
     let mut out = String::with_capacity(64);
-    write_value(value, &mut out, &mut Path::default(), Mode::Strict)?;
+    write_value(
+        value,
+        &mut out,
+        &mut Path::default(),
+        Mode::Python { allow_nan: true },
+    )?;
+    Ok(out)
+}
+
+/// [`to_json`] that refuses NaN and the infinities, as python's
+/// `json.dumps(value, allow_nan=False)` does, for peers that read standard
+/// JSON only (a browser's `JSON.parse` fails on `NaN`).
+pub fn to_json_strict(value: &Value) -> Result<String> {
+    let mut out = String::with_capacity(64);
+    write_value(
+        value,
+        &mut out,
+        &mut Path::default(),
+        Mode::Python { allow_nan: false },
+    )?;
     Ok(out)
 }
 
 /// Converts a MessagePack value to JSON-like text for people to read.
 ///
-/// Like [`to_json`] but total: what JSON cannot carry is shown rather than
-/// refused (`NaN`, `Infinity`, a composite key as its own text, an invalid
-/// str as `<invalid utf-8: hex>`). The monitor prints payloads this way.
+/// The same text as [`to_json`] wherever that has one, and total: what JSON
+/// cannot carry is shown rather than refused (a composite key as its own
+/// text, a bin key that is not UTF-8 as its `$bin` form, an invalid str as
+/// `<invalid utf-8: hex>`). The monitor's `--format json` prints payloads
+/// this way.
 pub fn to_display(value: &Value) -> String {
     let mut out = String::with_capacity(64);
     // Lenient mode has no error path.
@@ -71,23 +100,29 @@ pub fn to_display(value: &Value) -> String {
 
 /// Parses JSON text into a MessagePack value by the rules above.
 pub fn from_json(text: &str) -> Result<Value> {
-    parse(serde_json::Deserializer::from_str(text))
-}
-
-/// Parses JSON bytes (which must be UTF-8) into a MessagePack value.
-pub fn from_json_slice(bytes: &[u8]) -> Result<Value> {
-    parse(serde_json::Deserializer::from_slice(bytes))
-}
-
-fn parse<'de, R: serde_json::de::Read<'de>>(mut de: serde_json::Deserializer<R>) -> Result<Value> {
-    let value = ValueSeed.deserialize(&mut de).map_err(Error::JsonSyntax)?;
-    de.end().map_err(Error::JsonSyntax)?;
+    let value = Parser::new(text).document()?;
     untag(value, &mut Path::default())
+}
+
+/// Parses JSON bytes (which must be UTF-8, as python's gateway decodes them
+/// before `json.loads`) into a MessagePack value.
+pub fn from_json_slice(bytes: &[u8]) -> Result<Value> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => from_json(text),
+        Err(e) => {
+            // Positions count the characters of the valid part, as python
+            // counts characters.
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+            Err(syntax_error(valid, valid.len(), "the text is not UTF-8"))
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
-    Strict,
+    /// python's `json.dumps`.
+    Python { allow_nan: bool },
+    /// For people: never fails.
     Lenient,
 }
 
@@ -121,8 +156,8 @@ fn write_value(value: &Value, out: &mut String, path: &mut Path, mode: Mode) -> 
         Value::Integer(i) => {
             let _ = write!(out, "{i}");
         }
-        Value::F32(f) => write_float(f64::from(*f), &float_text(f), out, path, mode)?,
-        Value::F64(f) => write_float(*f, &float_text(f), out, path, mode)?,
+        Value::F32(f) => write_float(f64::from(*f), out, path, mode)?,
+        Value::F64(f) => write_float(*f, out, path, mode)?,
         Value::String(s) => match s.as_str() {
             Some(s) => write_str(s, out),
             None if mode == Mode::Lenient => {
@@ -156,7 +191,7 @@ fn write_value(value: &Value, out: &mut String, path: &mut Path, mode: Mode) -> 
         }
         Value::Map(entries) => {
             out.push('{');
-            for (i, (k, v)) in entries.iter().enumerate() {
+            for (i, (k, v)) in pyrepr::dict_entries(entries).enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
@@ -173,41 +208,53 @@ fn write_value(value: &Value, out: &mut String, path: &mut Path, mode: Mode) -> 
     Ok(())
 }
 
-/// The shortest text that reads back as the same float (`1.0`, `1e300`),
-/// from serde_json; NaN and infinities get Rust's spelling, for messages.
-fn float_text<F: serde::Serialize + ToString>(f: &F) -> String {
-    serde_json::to_string(f)
-        .ok()
-        .filter(|t| t != "null")
-        .unwrap_or_else(|| f.to_string())
-}
-
-fn write_float(f: f64, shortest: &str, out: &mut String, path: &Path, mode: Mode) -> Result<()> {
+/// python's `float.__repr__`, and `NaN`, `Infinity`, `-Infinity` for what
+/// has no JSON number (python's `allow_nan=True` spelling).
+fn write_float(f: f64, out: &mut String, path: &Path, mode: Mode) -> Result<()> {
     if f.is_finite() {
-        out.push_str(shortest);
-        Ok(())
-    } else if mode == Mode::Lenient {
-        out.push_str(if f.is_nan() {
-            "NaN"
-        } else if f > 0.0 {
-            "Infinity"
-        } else {
-            "-Infinity"
-        });
-        Ok(())
-    } else {
-        Err(Error::NonFiniteFloat {
-            path: path.to_string(),
-            value: shortest.to_owned(),
-        })
+        pyrepr::write_float_repr(f, out);
+        return Ok(());
     }
+    let text = if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    };
+    if mode == (Mode::Python { allow_nan: false }) {
+        return Err(Error::NonFiniteFloat {
+            path: path.to_string(),
+            value: text.to_owned(),
+        });
+    }
+    out.push_str(text);
+    Ok(())
 }
 
+/// A JSON string as python writes it with `ensure_ascii=True`.
 fn write_str(s: &str, out: &mut String) {
-    // serde_json's escaping is the reference; writing into a String cannot fail.
-    if let Ok(quoted) = serde_json::to_string(s) {
-        out.push_str(&quoted);
+    out.reserve(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
     }
+    out.push('"');
 }
 
 fn key_text(key: &Value, path: &Path, mode: Mode) -> Result<String> {
@@ -233,9 +280,10 @@ fn key_text(key: &Value, path: &Path, mode: Mode) -> Result<String> {
             Ok(s) => Ok(s.to_owned()),
             Err(_) => unsupported("bin"),
         },
+        // python's json.dumps writes these keys as it writes the values.
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
             let mut text = String::new();
-            write_value(key, &mut text, &mut Path::default(), mode).map_err(|_| {
+            write_value(key, &mut text, &mut Path(Vec::new()), mode).map_err(|_| {
                 Error::NonFiniteFloat {
                     path: path.to_string(),
                     value: to_display(key),
@@ -273,14 +321,15 @@ fn untag(value: Value, path: &mut Path) -> Result<Value> {
         }
         Value::Map(mut entries) => {
             if entries.len() == 1 {
-                let tag = match entries[0].0.as_str() {
+                let tag = match entries.first().and_then(|(k, _)| k.as_str()) {
                     Some(BIN_TAG) => Some(BIN_TAG),
                     Some(EXT_TAG) => Some(EXT_TAG),
                     _ => None,
                 };
                 if let Some(tag) = tag {
-                    let (_, content) = entries.remove(0);
-                    return decode_tag(tag, content, path);
+                    if let Some((_, content)) = entries.pop() {
+                        return decode_tag(tag, content, path);
+                    }
                 }
             }
             let mut out = Vec::with_capacity(entries.len());
@@ -326,71 +375,326 @@ fn decode_tag(tag: &'static str, content: Value, path: &Path) -> Result<Value> {
     }
 }
 
-/// Deserializes any JSON value straight into an [`rmpv::Value`], keeping
-/// object key order (no intermediate `serde_json::Value`, whose map sorts).
-struct ValueSeed;
-
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(ValueVisitor)
+/// A syntax error at byte `at` of `text`, placed as python places it: line,
+/// column and offset in characters.
+fn syntax_error(text: &str, at: usize, reason: &'static str) -> Error {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    Error::JsonSyntax {
+        reason,
+        line,
+        column,
+        offset: before.chars().count(),
     }
 }
 
-struct ValueVisitor;
+/// A JSON reader that accepts what python's `json.loads` accepts (strict
+/// mode: no control characters in strings), building the value directly.
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
 
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
+/// Maps with more entries than this find repeated keys through a hash map.
+const SCAN_MAX: usize = 16;
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Nil)
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Boolean(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    // serde_json hands integers beyond u64/i64 over as f64, which is the rule.
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::F64(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element_seed(ValueSeed)? {
-            items.push(item);
+impl<'a> Parser<'a> {
+    fn new(text: &'a str) -> Parser<'a> {
+        Parser {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            depth: 0,
         }
-        Ok(Value::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(ValueSeed)?;
-            entries.push((Value::from(key), value));
+    fn error(&self, at: usize, reason: &'static str) -> Error {
+        syntax_error(self.text, at, reason)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
         }
-        Ok(Value::Map(entries))
+    }
+
+    fn document(&mut self) -> Result<Value> {
+        if self.text.starts_with('\u{feff}') {
+            return Err(self.error(0, "Unexpected UTF-8 BOM (decode using utf-8-sig)"));
+        }
+        self.skip_whitespace();
+        let value = self.value()?;
+        self.skip_whitespace();
+        if self.pos != self.bytes.len() {
+            return Err(self.error(self.pos, "Extra data"));
+        }
+        Ok(value)
+    }
+
+    fn literal(&mut self, word: &str, value: Value) -> Option<Value> {
+        let end = self.pos + word.len();
+        (self.bytes.get(self.pos..end) == Some(word.as_bytes())).then(|| {
+            self.pos = end;
+            value
+        })
+    }
+
+    fn value(&mut self) -> Result<Value> {
+        let found = match self.peek() {
+            Some(b'"') => return self.string().map(Value::from),
+            Some(b'{') => return self.nested(Self::object),
+            Some(b'[') => return self.nested(Self::array),
+            Some(b'n') => self.literal("null", Value::Nil),
+            Some(b't') => self.literal("true", Value::Boolean(true)),
+            Some(b'f') => self.literal("false", Value::Boolean(false)),
+            Some(b'N') => self.literal("NaN", Value::F64(f64::NAN)),
+            Some(b'I') => self.literal("Infinity", Value::F64(f64::INFINITY)),
+            Some(b'-') if self.bytes.get(self.pos + 1) == Some(&b'I') => {
+                self.literal("-Infinity", Value::F64(f64::NEG_INFINITY))
+            }
+            _ => self.number(),
+        };
+        found.ok_or_else(|| self.error(self.pos, "Expecting value"))
+    }
+
+    fn nested(&mut self, read: fn(&mut Self) -> Result<Value>) -> Result<Value> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(self.pos, "nesting deeper than MessagePack payloads may"));
+        }
+        self.depth += 1;
+        let value = read(self);
+        self.depth -= 1;
+        value
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// python's number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?`.
+    fn number(&mut self) -> Option<Value> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => {
+                self.pos = start;
+                return None;
+            }
+        }
+        let mut float = false;
+        if self.peek() == Some(b'.') && matches!(self.bytes.get(self.pos + 1), Some(b'0'..=b'9')) {
+            self.pos += 1;
+            self.digits();
+            float = true;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            let mark = self.pos;
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                // Not an exponent: the number ends before the `e`.
+                self.pos = mark;
+            } else {
+                float = true;
+            }
+        }
+        let text = self.text.get(start..self.pos)?;
+        let integer = if float {
+            None
+        } else if text.starts_with('-') {
+            text.parse::<i64>().ok().map(Value::from)
+        } else {
+            text.parse::<u64>().ok().map(Value::from)
+        };
+        // Beyond i64/u64, and every non-integer: a double, correctly
+        // rounded (`1e400` is +inf, as python's float reads it).
+        integer.or_else(|| text.parse::<f64>().ok().map(Value::F64))
+    }
+
+    fn hex4(&self, at: usize) -> Option<u32> {
+        let digits = self.text.get(at..at + 4)?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(digits, 16).ok()
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let quote = self.pos;
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            let run_start = self.pos;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            out.push_str(self.text.get(run_start..self.pos).unwrap_or_default());
+            match self.peek() {
+                None => return Err(self.error(quote, "Unterminated string starting at")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => self.escape(&mut out, quote)?,
+                Some(_) => return Err(self.error(self.pos, "Invalid control character at")),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String, quote: usize) -> Result<()> {
+        let backslash = self.pos;
+        let Some(kind) = self.bytes.get(backslash + 1).copied() else {
+            return Err(self.error(quote, "Unterminated string starting at"));
+        };
+        self.pos += 2;
+        let simple = match kind {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self
+                    .hex4(self.pos)
+                    .ok_or_else(|| self.error(backslash + 1, "Invalid \\uXXXX escape"))?;
+                self.pos += 4;
+                let code = if (0xd800..0xdc00).contains(&unit)
+                    && self.bytes.get(self.pos..self.pos + 2) == Some(b"\\u")
+                {
+                    match self.hex4(self.pos + 2) {
+                        Some(low @ 0xdc00..0xe000) => {
+                            self.pos += 6;
+                            0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00)
+                        }
+                        _ => unit,
+                    }
+                } else {
+                    unit
+                };
+                let c = char::from_u32(code).ok_or_else(|| {
+                    self.error(
+                        backslash,
+                        "a lone surrogate escape cannot be sent as MessagePack",
+                    )
+                })?;
+                out.push(c);
+                return Ok(());
+            }
+            _ => return Err(self.error(backslash, "Invalid \\escape")),
+        };
+        out.push(simple);
+        Ok(())
+    }
+
+    fn array(&mut self) -> Result<Value> {
+        self.pos += 1;
+        let mut items = Vec::new();
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_whitespace();
+                }
+                _ => return Err(self.error(self.pos, "Expecting ',' delimiter")),
+            }
+        }
+    }
+
+    fn object(&mut self) -> Result<Value> {
+        self.pos += 1;
+        let mut entries: Vec<(Value, Value)> = Vec::new();
+        // Filled once the object outgrows a linear scan for repeated keys.
+        let mut index: HashMap<String, usize> = HashMap::new();
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Map(entries));
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.error(
+                    self.pos,
+                    "Expecting property name enclosed in double quotes",
+                ));
+            }
+            let key = self.string()?;
+            self.skip_whitespace();
+            if self.peek() != Some(b':') {
+                return Err(self.error(self.pos, "Expecting ':' delimiter"));
+            }
+            self.pos += 1;
+            self.skip_whitespace();
+            let value = self.value()?;
+            // python's dict: a repeated key keeps its place, takes the value.
+            let earlier = if entries.len() < SCAN_MAX {
+                entries.iter().position(|(k, _)| k.as_str() == Some(&key))
+            } else {
+                if index.is_empty() {
+                    for (i, (k, _)) in entries.iter().enumerate() {
+                        index.insert(k.as_str().unwrap_or_default().to_owned(), i);
+                    }
+                }
+                index.get(&key).copied()
+            };
+            match earlier.and_then(|i| entries.get_mut(i)) {
+                Some(entry) => entry.1 = value,
+                None => {
+                    if !index.is_empty() {
+                        index.insert(key.clone(), entries.len());
+                    }
+                    entries.push((Value::from(key), value));
+                }
+            }
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Map(entries));
+                }
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_whitespace();
+                }
+                _ => return Err(self.error(self.pos, "Expecting ',' delimiter")),
+            }
+        }
     }
 }
 
@@ -452,28 +756,58 @@ mod tests {
             from_json("-9223372036854775809").expect("small"),
             Value::F64(-9223372036854775809.0)
         );
-        // serde_json reads "-0" as a float, which keeps its sign
-        assert_eq!(from_json("-0").expect("-0"), Value::F64(-0.0));
+        // python's json.loads reads "-0" as the int 0; "-0.0" keeps its sign
+        assert_eq!(from_json("-0").expect("-0"), Value::from(0));
+        assert_eq!(from_json("-0.0").expect("-0.0"), Value::F64(-0.0));
     }
 
     #[test]
-    fn floats_stay_floats() {
-        assert_eq!(to_json(&Value::F64(1.0)).expect("1.0"), "1.0");
-        assert_eq!(to_json(&Value::F64(1e300)).expect("1e300"), "1e+300");
-        assert_eq!(to_json(&Value::F32(0.1)).expect("f32"), "0.1");
+    fn floats_as_python_writes_them() {
+        for (f, text) in [
+            (1.0, "1.0"),
+            (1e300, "1e+300"),
+            (1e-7, "1e-07"),
+            (1e16, "1e+16"),
+            (100000000000000.0, "100000000000000.0"),
+            (-0.0, "-0.0"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+        ] {
+            assert_eq!(to_json(&Value::F64(f)).expect("finite"), text);
+        }
+        // python sees a float32 widened to double
+        assert_eq!(
+            to_json(&Value::F32(0.1)).expect("f32"),
+            "0.10000000149011612"
+        );
         assert_eq!(from_json("1.0").expect("1.0"), Value::F64(1.0));
         assert_eq!(from_json("2.5e3").expect("2.5e3"), Value::F64(2500.0));
+        assert_eq!(from_json("1E-2").expect("1E-2"), Value::F64(0.01));
+        assert_eq!(
+            from_json("1e400").expect("1e400"),
+            Value::F64(f64::INFINITY)
+        );
         let back = from_json(&to_json(&Value::F64(0.1 + 0.2)).expect("f64")).expect("parses");
         assert_eq!(back, Value::F64(0.1 + 0.2));
     }
 
     #[test]
-    fn non_finite_floats_are_refused_with_their_place() {
+    fn non_finite_floats_as_python_writes_them_and_strict_refuses() {
         let v = map(vec![(
             Value::from("reading"),
-            Value::Array(vec![Value::F64(1.0), Value::F64(f64::NAN)]),
+            Value::Array(vec![
+                Value::F64(1.0),
+                Value::F64(f64::NAN),
+                Value::F32(f32::INFINITY),
+                Value::F64(f64::NEG_INFINITY),
+            ]),
         )]);
-        match to_json(&v) {
+        assert_eq!(
+            to_json(&v).expect("python writes them"),
+            r#"{"reading": [1.0, NaN, Infinity, -Infinity]}"#
+        );
+        match to_json_strict(&v) {
             Err(Error::NonFiniteFloat { path, value }) => {
                 assert_eq!(path, "$.reading[1]");
                 assert_eq!(value, "NaN");
@@ -481,16 +815,24 @@ mod tests {
             other => panic!("expected NonFiniteFloat, got {other:?}"),
         }
         assert!(matches!(
-            to_json(&Value::F32(f32::INFINITY)),
-            Err(Error::NonFiniteFloat { .. })
+            to_json_strict(&Value::F64(f64::NEG_INFINITY)),
+            Err(Error::NonFiniteFloat { value, .. }) if value == "-Infinity"
         ));
-        assert!(matches!(
-            to_json(&Value::F64(f64::NEG_INFINITY)),
-            Err(Error::NonFiniteFloat { .. })
-        ));
-        // and JSON's non-standard spellings are not accepted
-        for bad in ["NaN", "Infinity", "-Infinity", "[NaN]"] {
-            assert!(matches!(from_json(bad), Err(Error::JsonSyntax(_))), "{bad}");
+        // and read back as python's json.loads reads them
+        let back = from_json(r#"[NaN, Infinity, -Infinity]"#).expect("python reads them");
+        let floats: Vec<f64> = back
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert!(floats[0].is_nan());
+        assert_eq!(floats[1..], [f64::INFINITY, f64::NEG_INFINITY]);
+        for bad in ["nan", "-NaN", "+Infinity", "Inf", "-Inf", "infinity"] {
+            assert!(
+                matches!(from_json(bad), Err(Error::JsonSyntax { .. })),
+                "{bad}"
+            );
         }
         assert_eq!(to_display(&Value::F64(f64::NAN)), "NaN");
         assert_eq!(to_display(&Value::F64(f64::NEG_INFINITY)), "-Infinity");
@@ -546,13 +888,15 @@ mod tests {
         let v = map(vec![
             (Value::from(1), Value::from("int")),
             (Value::F64(1.5), Value::from("float")),
-            (Value::Boolean(true), Value::from("bool")),
+            (Value::Boolean(false), Value::from("bool")),
             (Value::Nil, Value::from("nil")),
             (Value::Binary(b"shape".to_vec()), Value::from("bin")),
+            (Value::F64(f64::NAN), Value::from("nan")),
+            (Value::F64(f64::NEG_INFINITY), Value::from("-inf")),
         ]);
         assert_eq!(
             to_json(&v).expect("converts"),
-            r#"{"1": "int", "1.5": "float", "true": "bool", "null": "nil", "shape": "bin"}"#
+            r#"{"1": "int", "1.5": "float", "false": "bool", "null": "nil", "shape": "bin", "NaN": "nan", "-Infinity": "-inf"}"#
         );
         for (key, kind) in [
             (Value::Array(vec![]), "array"),
@@ -569,9 +913,41 @@ mod tests {
             }
         }
         assert!(matches!(
-            to_json(&map(vec![(Value::F64(f64::NAN), Value::Nil)])),
+            to_json_strict(&map(vec![(Value::F64(f64::NAN), Value::Nil)])),
             Err(Error::NonFiniteFloat { .. })
         ));
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_first_place_and_last_value() {
+        // python: {1: 'a', True: 'b', 1.0: 'c'} is {1: 'c'}; "x" twice is one key
+        let v = map(vec![
+            (Value::from(1), Value::from("a")),
+            (Value::from("x"), Value::from(1)),
+            (Value::Boolean(true), Value::from("b")),
+            (Value::F64(1.0), Value::from("c")),
+            (Value::from("x"), Value::from(2)),
+        ]);
+        assert_eq!(to_json(&v).expect("converts"), r#"{"1": "c", "x": 2}"#);
+        assert_eq!(
+            from_json(r#"{"a": 1, "b": 2, "a": 3}"#).expect("parses"),
+            map(vec![
+                (Value::from("a"), Value::from(3)),
+                (Value::from("b"), Value::from(2)),
+            ])
+        );
+        // past the linear scan too
+        let text = format!(
+            "{{{}, \"k3\": \"again\"}}",
+            (0..40)
+                .map(|i| format!("\"k{i}\": {i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let parsed = from_json(&text).expect("parses");
+        let entries = parsed.as_map().expect("map");
+        assert_eq!(entries.len(), 40);
+        assert_eq!(entries[3], (Value::from("k3"), Value::from("again")));
     }
 
     #[test]
@@ -604,39 +980,99 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_escaped() {
-        let v = Value::from("quote \" backslash \\ newline \n tab \t nul \u{0} é ✓");
+    fn strings_are_escaped_as_python_with_ensure_ascii() {
+        let v = Value::from("quote \" backslash \\ slash / newline \n tab \t nul \u{0} é ✓ 🎉 \u{7f}\u{8}\u{c}\r\u{1f}");
         let text = to_json(&v).expect("converts");
         assert_eq!(
             text,
-            r#""quote \" backslash \\ newline \n tab \t nul \u0000 é ✓""#
+            r#""quote \" backslash \\ slash / newline \n tab \t nul \u0000 \u00e9 \u2713 \ud83c\udf89 \u007f\b\f\r\u001f""#
         );
         assert_eq!(from_json(&text).expect("parses"), v);
+        // escapes python reads: \/ and upper-case hex; raw non-ASCII too
+        assert_eq!(
+            from_json(r#""\/\u00E9é\uD83C\uDF89""#).expect("parses"),
+            Value::from("/éé🎉")
+        );
     }
 
     #[test]
-    fn syntax_errors_and_depth() {
-        for bad in ["", "{", "{\"id\"}", "[1,]", "'x'", "{\"a\":1} trailing"] {
-            assert!(
-                matches!(from_json(bad), Err(Error::JsonSyntax(_))),
-                "{bad:?}"
-            );
+    fn syntax_errors_are_worded_and_placed_as_python() {
+        for (bad, message) in [
+            ("", "Expecting value: line 1 column 1 (char 0)"),
+            (
+                "{",
+                "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+            ),
+            (
+                "{\"id\"}",
+                "Expecting ':' delimiter: line 1 column 6 (char 5)",
+            ),
+            ("[1,]", "Expecting value: line 1 column 4 (char 3)"),
+            ("[1 2]", "Expecting ',' delimiter: line 1 column 4 (char 3)"),
+            ("'x'", "Expecting value: line 1 column 1 (char 0)"),
+            ("{\"a\":1} trailing", "Extra data: line 1 column 9 (char 8)"),
+            (
+                "[\n  1.]",
+                "Expecting ',' delimiter: line 2 column 4 (char 5)",
+            ),
+            ("01", "Extra data: line 1 column 2 (char 1)"),
+            (
+                "\"é\tx\"",
+                "Invalid control character at: line 1 column 3 (char 2)",
+            ),
+            (
+                "\"abc",
+                "Unterminated string starting at: line 1 column 1 (char 0)",
+            ),
+            ("\"\\x\"", "Invalid \\escape: line 1 column 2 (char 1)"),
+            (
+                "\"\\u12\"",
+                "Invalid \\uXXXX escape: line 1 column 3 (char 2)",
+            ),
+            (
+                "\u{feff}1",
+                "Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)",
+            ),
+        ] {
+            match from_json(bad) {
+                Err(e @ Error::JsonSyntax { .. }) => {
+                    assert_eq!(e.to_string(), format!("invalid JSON: {message}"), "{bad:?}")
+                }
+                other => panic!("{bad:?}: expected JsonSyntax, got {other:?}"),
+            }
         }
+        // python keeps a lone surrogate, which no MessagePack str can hold
+        assert!(matches!(
+            from_json(r#""\ud800""#),
+            Err(Error::JsonSyntax { .. })
+        ));
+        assert!(matches!(
+            from_json(r#""\udc00\ud800x""#),
+            Err(Error::JsonSyntax { .. })
+        ));
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(matches!(from_json(&deep), Err(Error::JsonSyntax(_))));
+        assert!(matches!(from_json(&deep), Err(Error::JsonSyntax { .. })));
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(from_json(&ok).is_ok());
         assert!(matches!(
             from_json_slice(b"\"\xff\""),
-            Err(Error::JsonSyntax(_))
+            Err(Error::JsonSyntax { offset: 1, .. })
         ));
+        assert_eq!(
+            from_json(" \t\r\n 1 \n").expect("whitespace"),
+            Value::from(1)
+        );
     }
 
     #[test]
-    fn display_shows_what_json_cannot() {
+    fn display_is_json_where_json_has_a_form_and_shows_the_rest() {
         let v = map(vec![(
             Value::Array(vec![Value::from(1)]),
             Value::F64(f64::INFINITY),
         )]);
         assert_eq!(to_display(&v), r#"{"[1]": Infinity}"#);
         assert_eq!(to_display(&Value::from(5)), "5");
+        let plain = map(vec![(Value::from("é"), Value::F32(0.5))]);
+        assert_eq!(to_display(&plain), to_json(&plain).expect("json"));
     }
 }

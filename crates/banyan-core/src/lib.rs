@@ -73,6 +73,8 @@ pub mod envelope;
 pub mod error;
 pub mod json;
 pub mod monitor;
+mod numpy;
+pub mod pyrepr;
 mod topic;
 mod wake;
 mod zmq_ext;

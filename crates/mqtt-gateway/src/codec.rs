@@ -189,11 +189,12 @@ mod tests {
 
     #[test]
     fn what_json_cannot_carry_is_refused() {
+        // NaN is written as python's json.dumps writes it.
         let nan = packed(&Value::F64(f64::NAN));
-        assert!(matches!(
-            json().to_mqtt("t", &nan),
-            Err(Error::NotJsonable(_))
-        ));
+        assert_eq!(
+            &json().to_mqtt("t", &nan).expect("python's form")[..],
+            b"NaN"
+        );
         assert!(matches!(
             json().to_mqtt("t", &Bytes::from_static(b"\xc1")),
             Err(Error::NotJsonable(_))
