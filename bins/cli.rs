@@ -392,8 +392,35 @@ macro_rules! component_args {
 
 /// Installs the log output: short human lines on stderr, level from
 /// `BANYAN_LOG` (or `RUST_LOG`), e.g. `debug` or `info,banyan_core=debug`.
+/// The lines go through [`crate::log::Lossless`]: a stderr that nobody reads
+/// (s3-extend's launchers pipe it and never read the pipe) never stops the
+/// process.
 pub fn init_logging() {
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    match crate::log::Lossless::new(std::io::stderr()) {
+        Ok(writer) => install(writer, ansi, tracing::Level::INFO),
+        // No thread for the writer: write directly.
+        Err(_) => install(std::io::stderr, ansi, tracing::Level::INFO),
+    }
+}
+
+/// Installs the log output into the file at `path` (created, or emptied),
+/// at debug level unless `BANYAN_LOG` says otherwise.
+pub fn init_logging_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    install(
+        crate::log::Lossless::new(file)?,
+        false,
+        tracing::Level::DEBUG,
+    );
+    Ok(())
+}
+
+fn install<W>(writer: W, ansi: bool, default: tracing::Level)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
@@ -404,12 +431,12 @@ pub fn init_logging() {
         .parse::<Targets>()
         .ok()
         .filter(|_| !spec.is_empty())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::from_level(default)));
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(writer)
+                .with_ansi(ansi)
                 .with_target(false)
                 .compact(),
         )
