@@ -444,6 +444,58 @@ where
         .init();
 }
 
+/// How long an executable waits for a backplane that is starting.
+pub const STARTING_BACKPLANE: Duration = Duration::from_secs(3);
+
+/// Without `-b`, when a process named `backplane` runs on this machine but
+/// its ports do not both answer on 127.0.0.1 yet, waits until they do, for
+/// at most [`STARTING_BACKPLANE`]; then [`banyan_core::attach`] decides as
+/// usual.
+///
+/// s3-extend's launchers start `backplane` and, at once, `wsgw`. Without
+/// the wait, `wsgw` could find the ports still free and host a backplane of
+/// its own, and the launcher's `backplane`, finding them taken, would exit
+/// (and the launcher with it); or find one port bound and not yet the other,
+/// and refuse to start. python's components look for a process named
+/// `backplane` too (and fail without one).
+pub async fn wait_for_starting_backplane(bus: &BusFlags) {
+    if bus.backplane_address().is_some() || !backplane_process_runs() {
+        return;
+    }
+    let answers = |port: u16| async move {
+        let connect = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), connect).await,
+            Ok(Ok(_))
+        )
+    };
+    let deadline = tokio::time::Instant::now() + STARTING_BACKPLANE;
+    while tokio::time::Instant::now() < deadline {
+        if answers(bus.publisher_port).await && answers(bus.subscriber_port).await {
+            return;
+        }
+        // Another process beginning to listen sends no event: look again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::debug!("a process named backplane runs but does not answer on 127.0.0.1");
+}
+
+/// Whether a process other than this one is named `backplane`.
+fn backplane_process_runs() -> bool {
+    let own = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let pid = name.to_string_lossy();
+        pid.bytes().all(|b| b.is_ascii_digit())
+            && pid != own
+            && std::fs::read_to_string(entry.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "backplane")
+    })
+}
+
 /// A token cancelled on the first SIGINT (Ctrl-C) or SIGTERM.
 ///
 /// The handlers are installed when this is called: call it before printing
