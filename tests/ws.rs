@@ -3,6 +3,9 @@
 //! Chromium.
 
 mod cdp;
+mod hardening;
+mod onegpio;
+mod raw;
 
 use std::process::Command;
 use std::time::Duration;
@@ -34,14 +37,22 @@ struct Gateway {
 impl Gateway {
     async fn start(bp: &BackplaneProc, extra: &[&str]) -> Gateway {
         // Port 0: the gateway binds a free port and says which.
-        let mut proc = Proc::spawn(
-            "wsgw",
-            Command::new(exe("wsgw"))
-                .args(bp.flags())
-                .args(["-w", "0"])
-                .args(extra)
-                .env("TZ", "UTC"),
-        );
+        Gateway::start_with(bp, &[&["-w", "0"], extra].concat(), &[]).await
+    }
+
+    /// `wsgw` with exactly these flags after the bus flags (one of them
+    /// must give port 0), and these environment variables.
+    async fn start_with(
+        bp: &BackplaneProc,
+        flags: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Gateway {
+        let mut command = Command::new(exe("wsgw"));
+        command.args(bp.flags()).args(flags).env("TZ", "UTC");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut proc = Proc::spawn("wsgw", &mut command);
         let line = proc.wait_for_text("WebSocket server on ws://").await;
         let port = line
             .rsplit(':')
@@ -298,6 +309,42 @@ async fn different_ids_receive_only_their_own_topic() {
     send(&mut b, r#"{"from": "b"}"#).await;
     let command = recv(&mut commands, "b's command").await;
     assert_eq!(command.topic(), "to_b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_topics_match_exactly_never_by_prefix() {
+    // The gateway's bus subscriptions are ZeroMQ prefixes: holding "from"
+    // (-m) and subscribing "from_a" deliver every topic below to it. A page
+    // must still get only the messages of exactly its reply topic.
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &["-m", "from", "-m", "from_a_b"]).await;
+    let (device, mut commands) = bus(&bp, &["to_a"]).await;
+    let mut a = gw.join("to_a", &mut commands).await;
+    let mut a_b = gw.join("to_a_b", &mut commands).await;
+    device.wait_for_subscriber("from_a").await.expect("from_a");
+    for topic in [
+        "from",
+        "from_",
+        "from_a_",
+        "from_ab",
+        "from_a/x",
+        "from_a_b_c",
+        "from_A",
+    ] {
+        publish(&device, topic, json!({"leak": topic})).await;
+    }
+    publish(&device, "from_a_b", json!({"for": "a_b"})).await;
+    publish(&device, "from_a", json!({"for": "a"})).await;
+    assert_eq!(
+        next_json(&mut a, "from_a's first message").await,
+        json!({"for": "a"}),
+        "a page of from_a got a message of another topic first"
+    );
+    assert_eq!(
+        next_json(&mut a_b, "from_a_b's first message").await,
+        json!({"for": "a_b"}),
+        "a page of from_a_b got a message of another topic first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

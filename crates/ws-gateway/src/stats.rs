@@ -17,5 +17,10 @@ banyan_gateway::stats! {
         not_json,
         /// Bus messages dropped for pages that were stalled.
         dropped,
+        /// Connections failed for breaking the WebSocket protocol (closed
+        /// with 1002 or 1007).
+        protocol_errors,
+        /// Pages closed after a panic report on their reply topic.
+        panics,
     }
 }
