@@ -6,5 +6,6 @@ mod bench;
 mod bus;
 mod kit;
 mod mqtt;
+mod s3extend;
 mod tcp;
 mod ws;
