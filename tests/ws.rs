@@ -8,7 +8,6 @@ mod onegpio;
 mod raw;
 
 use std::process::Command;
-use std::time::Duration;
 
 use banyan_core::rmpv::Value;
 use banyan_core::{Client, Messages};
@@ -699,46 +698,14 @@ async fn python_component_on_the_other_side() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_onegpio_page_in_chromium() {
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    let chromium = if chromium.exists() {
-        chromium.to_path_buf()
-    } else {
-        which("chromium").expect(
-            "chromium is not installed: run scripts/test, which installs Debian's chromium package",
-        )
-    };
     let bp = BackplaneProc::start().await;
     let gw = Gateway::start(&bp, &[]).await;
     let (device, mut commands) = bus(&bp, &["to_arduino_gateway"]).await;
 
-    let profile = std::env::temp_dir().join(format!(
-        "banyan-ws-chromium-{}-{}",
-        std::process::id(),
-        gw.port
-    ));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Proc::spawn(
-        "chromium",
-        Command::new(chromium).args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-quic",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ]),
-    );
-    let line = browser.wait_for_text("DevTools listening on ").await;
-    let url = line.rsplit(' ').next().expect("a DevTools URL").to_owned();
-    let mut cdp = cdp::Cdp::connect(&url).await;
+    let mut browser = cdp::Browser::start(&[]).await;
     let page = root().join("tests/pages/onegpio.html");
-    let session = cdp
+    let session = browser
+        .cdp
         .open(&format!("file://{}?port={}", page.display(), gw.port))
         .await;
 
@@ -762,39 +729,16 @@ async fn a_onegpio_page_in_chromium() {
     )
     .await;
     let expected = format!("digital_input 2 1 {TIMESTAMP_TEXT}");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut shown;
-    loop {
-        // The DOM offers no event to an outside reader: poll it, bounded.
-        shown = cdp
-            .evaluate(
-                &session,
-                "JSON.stringify({status: document.getElementById('status').textContent, \
-                 report: document.getElementById('report').textContent, \
-                 errors: document.getElementById('errors').textContent})",
-            )
-            .await;
-        let state: Json =
-            serde_json::from_str(shown.as_str().unwrap_or("{}")).unwrap_or(Json::Null);
-        if state["report"] == json!(expected) {
-            assert_eq!(state["status"], json!("open"));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page did not show {expected:?} within {DEADLINE:?}; its state: {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cdp.close_browser().await;
-    browser.wait().await;
-    let _ = std::fs::remove_dir_all(&profile);
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.exists())
-    })
+    let state = browser
+        .wait_for(
+            &session,
+            "JSON.stringify({status: document.getElementById('status').textContent, \
+             report: document.getElementById('report').textContent, \
+             errors: document.getElementById('errors').textContent})",
+            &format!("{expected:?}"),
+            |state| state["report"] == json!(expected),
+        )
+        .await;
+    assert_eq!(state["status"], json!("open"));
+    browser.close().await;
 }

@@ -207,3 +207,95 @@ async fn the_onegpio_editor_connects_by_default_and_other_sites_do_not() {
     assert!(help.contains("https://mryslab.github.io"), "{help}");
     assert!(help.contains("--no-default-origins"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_the_onegpio_editors_site_in_chromium() {
+    // A page with the editor's origin: served over HTTPS by a local server
+    // to which Chromium resolves mryslab.github.io (its certificate, made
+    // here, is not trusted: the browser is told to ignore that).
+    let dir = std::env::temp_dir().join(format!("banyan-editor-site-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=mryslab.github.io", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("openssl is not installed: run scripts/test, which installs it");
+    assert!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut site = Proc::spawn(
+        "https pages",
+        Command::new(python())
+            .arg(root().join("tests/python/https_pages.py"))
+            .arg(dir.join("cert.pem"))
+            .arg(dir.join("key.pem"))
+            .arg(root().join("tests/pages")),
+    );
+    let line = site.wait_for_text("SERVING ").await;
+    let site_port: u16 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+
+    let bp = BackplaneProc::start().await;
+    let mut gw = Gateway::start(&bp, &[]).await;
+    let (device, mut commands) = bus(&bp, &["to_arduino_gateway"]).await;
+    let rules = format!("--host-resolver-rules=MAP mryslab.github.io:443 127.0.0.1:{site_port}");
+    let mut browser = super::cdp::Browser::start(&[&rules, "--ignore-certificate-errors"]).await;
+    let session = browser
+        .cdp
+        .open(&format!("{EDITOR}/s3onegpio.html?port={}", gw.port))
+        .await;
+
+    for expected in [
+        json!({"command": "set_mode_digital_output", "pin": 2}),
+        json!({"command": "digital_write", "pin": 2, "value": 1}),
+        json!({"command": "set_mode_digital_input", "pin": 6}),
+    ] {
+        let command = recv(&mut commands, "the editor page's command").await;
+        assert_eq!(command.topic(), "to_arduino_gateway");
+        assert_eq!(super::to_json(&command), expected);
+    }
+    let state = "JSON.stringify({origin: location.origin, \
+                 status: document.getElementById('status').textContent, \
+                 digital: document.getElementById('digital').textContent, \
+                 report: document.getElementById('report').textContent})";
+    device
+        .wait_for_subscriber("from_arduino_gateway")
+        .await
+        .expect("subscribed");
+    publish(
+        &device,
+        "from_arduino_gateway",
+        json!({"report": "digital_input", "pin": 6, "value": 1, "timestamp": 1_700_000_000.5}),
+    )
+    .await;
+    let shown = browser
+        .wait_for(&session, state, "pin 6 reading 1", |s| {
+            s["digital"] == json!(r#"{"6":1}"#)
+        })
+        .await;
+    assert_eq!(shown["origin"], json!(EDITOR), "{shown}");
+    assert_eq!(shown["status"], json!("open"), "{shown}");
+
+    // The board is lost: the page sees the panic report, then the close.
+    publish(&device, "from_arduino_gateway", json!({"report": "panic"})).await;
+    let shown = browser
+        .wait_for(&session, state, "the close after the panic", |s| {
+            s["status"] != json!("open")
+        })
+        .await;
+    assert_eq!(shown["status"], json!("closed 1000"), "{shown}");
+    assert_eq!(shown["report"], json!("panic"), "{shown}");
+    gw.proc.expect_text("reported a panic").await;
+    browser.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
