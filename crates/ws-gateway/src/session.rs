@@ -576,7 +576,67 @@ where
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    fn code(incoming: Incoming) -> Option<CloseCode> {
+        match incoming {
+            Incoming::Violation { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn violations_get_the_rfc_close_codes() {
+        let protocol = |p| Some(Err(WsError::Protocol(p)));
+        for violation in [
+            ProtocolError::UnmaskedFrameFromClient,
+            ProtocolError::NonZeroReservedBits,
+            ProtocolError::FragmentedControlFrame,
+            ProtocolError::ControlFrameTooBig,
+            ProtocolError::UnexpectedContinueFrame,
+        ] {
+            assert_eq!(
+                code(classify(protocol(violation))),
+                Some(CloseCode::Protocol)
+            );
+        }
+        assert_eq!(
+            code(classify(Some(Err(WsError::Utf8("bad".into()))))),
+            Some(CloseCode::Invalid)
+        );
+        // A page that just went away broke nothing.
+        assert!(matches!(
+            classify(protocol(ProtocolError::ResetWithoutClosingHandshake)),
+            Incoming::End
+        ));
+        let too_long = CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        };
+        assert!(matches!(
+            classify(Some(Err(WsError::Capacity(too_long)))),
+            Incoming::Bad { fatal: true, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_link_knows_when_its_peer_takes_nothing() {
+        let (near, mut far) = tokio::io::duplex(16);
+        let mut link = Link::new(near);
+        // The pipe holds 16 bytes: the first write fills it, the next one
+        // cannot complete.
+        link.write_all(&[1; 16]).await.expect("written");
+        assert!(!link.blocked);
+        let written = link.write_all(&[2; 8]).now_or_never();
+        assert!(written.is_none() && link.blocked, "the peer takes nothing");
+        let mut taken = [0; 16];
+        far.read_exact(&mut taken).await.expect("read");
+        link.write_all(&[3; 8]).await.expect("written");
+        assert!(!link.blocked, "the peer took what was sent");
+    }
 
     #[test]
     fn close_reasons_fit_a_control_frame() {
