@@ -49,6 +49,10 @@ struct RunArgs {
     /// pages of the many-pages ws case, 0 to skip it (default 100)
     #[argh(option, default = "100")]
     ws_clients: usize,
+    /// pages of the idle-pages ws case, which measures wsgw's memory per
+    /// idle page; needs `ulimit -n` above it; 0 to skip it (default 2000)
+    #[argh(option, default = "2000")]
+    ws_idle_pages: usize,
     /// round trips measured by latency (default 10000)
     #[argh(option, default = "10_000")]
     round_trips: u64,
@@ -125,6 +129,7 @@ fn run(args: RunArgs) -> banyan_bench::Result<()> {
         publishers: args.publishers,
         subscribers: args.subscribers,
         ws_clients: args.ws_clients,
+        ws_idle_pages: args.ws_idle_pages,
         round_trips: args.round_trips,
         runs: args.runs,
         warmup: args.warmup,

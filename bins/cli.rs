@@ -436,8 +436,35 @@ macro_rules! component_args {
 
 /// Installs the log output: short human lines on stderr, level from
 /// `BANYAN_LOG` (or `RUST_LOG`), e.g. `debug` or `info,banyan_core=debug`.
+/// The lines go through [`crate::log::Lossless`]: a stderr that nobody reads
+/// (s3-extend's launchers pipe it and never read the pipe) never stops the
+/// process.
 pub fn init_logging() {
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    match crate::log::Lossless::new(std::io::stderr()) {
+        Ok(writer) => install(writer, ansi, tracing::Level::INFO),
+        // No thread for the writer: write directly.
+        Err(_) => install(std::io::stderr, ansi, tracing::Level::INFO),
+    }
+}
+
+/// Installs the log output into the file at `path` (created, or emptied),
+/// at debug level unless `BANYAN_LOG` says otherwise.
+pub fn init_logging_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    install(
+        crate::log::Lossless::new(file)?,
+        false,
+        tracing::Level::DEBUG,
+    );
+    Ok(())
+}
+
+fn install<W>(writer: W, ansi: bool, default: tracing::Level)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
@@ -448,17 +475,69 @@ pub fn init_logging() {
         .parse::<Targets>()
         .ok()
         .filter(|_| !spec.is_empty())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::from_level(default)));
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(writer)
+                .with_ansi(ansi)
                 .with_target(false)
                 .compact(),
         )
         .with(filter)
         .init();
+}
+
+/// How long an executable waits for a backplane that is starting.
+pub const STARTING_BACKPLANE: Duration = Duration::from_secs(3);
+
+/// Without `-b`, when a process named `backplane` runs on this machine but
+/// its ports do not both answer on 127.0.0.1 yet, waits until they do, for
+/// at most [`STARTING_BACKPLANE`]; then [`banyan_core::attach`] decides as
+/// usual.
+///
+/// s3-extend's launchers start `backplane` and, at once, `wsgw`. Without
+/// the wait, `wsgw` could find the ports still free and host a backplane of
+/// its own, and the launcher's `backplane`, finding them taken, would exit
+/// (and the launcher with it); or find one port bound and not yet the other,
+/// and refuse to start. python's components look for a process named
+/// `backplane` too (and fail without one).
+pub async fn wait_for_starting_backplane(bus: &BusFlags) {
+    if bus.backplane_address().is_some() || !backplane_process_runs() {
+        return;
+    }
+    let answers = |port: u16| async move {
+        let connect = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), connect).await,
+            Ok(Ok(_))
+        )
+    };
+    let deadline = tokio::time::Instant::now() + STARTING_BACKPLANE;
+    while tokio::time::Instant::now() < deadline {
+        if answers(bus.publisher_port).await && answers(bus.subscriber_port).await {
+            return;
+        }
+        // Another process beginning to listen sends no event: look again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::debug!("a process named backplane runs but does not answer on 127.0.0.1");
+}
+
+/// Whether a process other than this one is named `backplane`.
+fn backplane_process_runs() -> bool {
+    let own = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let pid = name.to_string_lossy();
+        pid.bytes().all(|b| b.is_ascii_digit())
+            && pid != own
+            && std::fs::read_to_string(entry.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "backplane")
+    })
 }
 
 /// A token cancelled on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -11,5 +11,6 @@ mod bus;
 mod kit;
 mod metrics;
 mod mqtt;
+mod s3extend;
 mod tcp;
 mod ws;

@@ -3,9 +3,11 @@
 //! Chromium.
 
 mod cdp;
+mod hardening;
+mod onegpio;
+mod raw;
 
 use std::process::Command;
-use std::time::Duration;
 
 use banyan_core::rmpv::Value;
 use banyan_core::{Client, Messages};
@@ -34,14 +36,22 @@ struct Gateway {
 impl Gateway {
     async fn start(bp: &BackplaneProc, extra: &[&str]) -> Gateway {
         // Port 0: the gateway binds a free port and says which.
-        let mut proc = Proc::spawn(
-            "wsgw",
-            Command::new(exe("wsgw"))
-                .args(bp.flags())
-                .args(["-w", "0"])
-                .args(extra)
-                .env("TZ", "UTC"),
-        );
+        Gateway::start_with(bp, &[&["-w", "0"], extra].concat(), &[]).await
+    }
+
+    /// `wsgw` with exactly these flags after the bus flags (one of them
+    /// must give port 0), and these environment variables.
+    async fn start_with(
+        bp: &BackplaneProc,
+        flags: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Gateway {
+        let mut command = Command::new(exe("wsgw"));
+        command.args(bp.flags()).args(flags).env("TZ", "UTC");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut proc = Proc::spawn("wsgw", &mut command);
         let line = proc.wait_for_text("WebSocket server on ws://").await;
         let port = line
             .rsplit(':')
@@ -298,6 +308,42 @@ async fn different_ids_receive_only_their_own_topic() {
     send(&mut b, r#"{"from": "b"}"#).await;
     let command = recv(&mut commands, "b's command").await;
     assert_eq!(command.topic(), "to_b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_topics_match_exactly_never_by_prefix() {
+    // The gateway's bus subscriptions are ZeroMQ prefixes: holding "from"
+    // (-m) and subscribing "from_a" deliver every topic below to it. A page
+    // must still get only the messages of exactly its reply topic.
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &["-m", "from", "-m", "from_a_b"]).await;
+    let (device, mut commands) = bus(&bp, &["to_a"]).await;
+    let mut a = gw.join("to_a", &mut commands).await;
+    let mut a_b = gw.join("to_a_b", &mut commands).await;
+    device.wait_for_subscriber("from_a").await.expect("from_a");
+    for topic in [
+        "from",
+        "from_",
+        "from_a_",
+        "from_ab",
+        "from_a/x",
+        "from_a_b_c",
+        "from_A",
+    ] {
+        publish(&device, topic, json!({"leak": topic})).await;
+    }
+    publish(&device, "from_a_b", json!({"for": "a_b"})).await;
+    publish(&device, "from_a", json!({"for": "a"})).await;
+    assert_eq!(
+        next_json(&mut a, "from_a's first message").await,
+        json!({"for": "a"}),
+        "a page of from_a got a message of another topic first"
+    );
+    assert_eq!(
+        next_json(&mut a_b, "from_a_b's first message").await,
+        json!({"for": "a_b"}),
+        "a page of from_a_b got a message of another topic first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -658,46 +704,14 @@ async fn python_component_on_the_other_side() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_onegpio_page_in_chromium() {
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    let chromium = if chromium.exists() {
-        chromium.to_path_buf()
-    } else {
-        which("chromium").expect(
-            "chromium is not installed: run scripts/test, which installs Debian's chromium package",
-        )
-    };
     let bp = BackplaneProc::start().await;
     let gw = Gateway::start(&bp, &[]).await;
     let (device, mut commands) = bus(&bp, &["to_arduino_gateway"]).await;
 
-    let profile = std::env::temp_dir().join(format!(
-        "banyan-ws-chromium-{}-{}",
-        std::process::id(),
-        gw.port
-    ));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Proc::spawn(
-        "chromium",
-        Command::new(chromium).args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-quic",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ]),
-    );
-    let line = browser.wait_for_text("DevTools listening on ").await;
-    let url = line.rsplit(' ').next().expect("a DevTools URL").to_owned();
-    let mut cdp = cdp::Cdp::connect(&url).await;
+    let mut browser = cdp::Browser::start(&[]).await;
     let page = root().join("tests/pages/onegpio.html");
-    let session = cdp
+    let session = browser
+        .cdp
         .open(&format!("file://{}?port={}", page.display(), gw.port))
         .await;
 
@@ -721,39 +735,16 @@ async fn a_onegpio_page_in_chromium() {
     )
     .await;
     let expected = format!("digital_input 2 1 {TIMESTAMP_TEXT}");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut shown;
-    loop {
-        // The DOM offers no event to an outside reader: poll it, bounded.
-        shown = cdp
-            .evaluate(
-                &session,
-                "JSON.stringify({status: document.getElementById('status').textContent, \
-                 report: document.getElementById('report').textContent, \
-                 errors: document.getElementById('errors').textContent})",
-            )
-            .await;
-        let state: Json =
-            serde_json::from_str(shown.as_str().unwrap_or("{}")).unwrap_or(Json::Null);
-        if state["report"] == json!(expected) {
-            assert_eq!(state["status"], json!("open"));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page did not show {expected:?} within {DEADLINE:?}; its state: {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cdp.close_browser().await;
-    browser.wait().await;
-    let _ = std::fs::remove_dir_all(&profile);
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.exists())
-    })
+    let state = browser
+        .wait_for(
+            &session,
+            "JSON.stringify({status: document.getElementById('status').textContent, \
+             report: document.getElementById('report').textContent, \
+             errors: document.getElementById('errors').textContent})",
+            &format!("{expected:?}"),
+            |state| state["report"] == json!(expected),
+        )
+        .await;
+    assert_eq!(state["status"], json!("open"));
+    browser.close().await;
 }

@@ -142,6 +142,51 @@ pub(crate) async fn ws_receive(
     Ok(())
 }
 
+/// How long the idle pages' commands may take to cross the gateway.
+const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `pages` pages with the same id, each sending one command after its id;
+/// once every command has reached the bus (`commands`, subscribed to `id`:
+/// a page's later messages are read only once it has joined), all have
+/// joined: `ready`. They stay connected and idle until the stop signal.
+pub(crate) async fn ws_idle(
+    url: &str,
+    id: &str,
+    pages: usize,
+    mut commands: banyan_core::Messages,
+) -> Result<()> {
+    let mut sockets = Vec::with_capacity(pages);
+    for n in 0..pages {
+        let (mut socket, _) = connect(url).await?;
+        socket
+            .send(WsMessage::text(json!({"id": id}).to_string()))
+            .await
+            .map_err(ws_error)?;
+        socket
+            .send(WsMessage::text(json!({"joined": n}).to_string()))
+            .await
+            .map_err(ws_error)?;
+        sockets.push(socket);
+    }
+    for n in 0..pages {
+        match tokio::time::timeout(JOIN_DEADLINE, commands.recv()).await {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "only {n} of {pages} idle pages' commands reached the bus"
+                )))
+            }
+        }
+    }
+    emit("ready", json!({"pages": pages}));
+    let _ = go_signal().await;
+    for mut socket in sockets {
+        let _ = socket.close(None).await;
+    }
+    emit("result", json!({"pages": pages}));
+    Ok(())
+}
+
 /// A device server on a free port of 127.0.0.1: accepts one connection
 /// from the gateway, then sends `send` frames (after probing until the go
 /// signal) or counts the frames it receives.

@@ -21,6 +21,9 @@ pub struct Sample {
     pub latency: Option<Value>,
     /// Memory of the processes under test: name, after start-up, at the end.
     pub memory: Vec<(String, Memory, Memory)>,
+    /// Resident memory the gateway gained per idle page, in KiB (idle-pages
+    /// case).
+    pub kib_per_page: Option<f64>,
 }
 
 impl Sample {
@@ -76,6 +79,10 @@ pub struct Record {
     pub latency_us: Option<Latency>,
     /// Memory of the processes under test.
     pub memory: Vec<ProcessMemory>,
+    /// Median over the runs of the resident memory the gateway gained per
+    /// idle page, in KiB (idle-pages case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kib_per_page: Option<f64>,
 }
 
 /// Round-trip percentiles in microseconds.
@@ -115,6 +122,8 @@ impl Record {
         samples: &[Sample],
     ) -> Record {
         let is_latency = samples.iter().any(|s| s.latency.is_some());
+        let per_page: Vec<f64> = samples.iter().filter_map(|s| s.kib_per_page).collect();
+        let is_memory = !per_page.is_empty();
         let rates: Vec<f64> = samples.iter().map(|s| s.rate).collect();
         let percentile = |key: &str| {
             let values: Vec<f64> = samples
@@ -144,8 +153,12 @@ impl Record {
             messages,
             payload,
             runs: samples.len(),
-            msgs_per_s: (!is_latency).then(|| median(&rates)),
-            samples: if is_latency { Vec::new() } else { rates },
+            msgs_per_s: (!is_latency && !is_memory).then(|| median(&rates)),
+            samples: if is_latency || is_memory {
+                Vec::new()
+            } else {
+                rates
+            },
             lost: samples.iter().map(|s| s.lost).max().unwrap_or(0),
             out_of_order: samples.iter().map(|s| s.out_of_order).max().unwrap_or(0),
             min_per_client: samples.iter().filter_map(|s| s.min_per_client).min(),
@@ -157,6 +170,7 @@ impl Record {
                 max: percentile("max_us"),
             }),
             memory,
+            kib_per_page: is_memory.then(|| median(&per_page)),
         }
     }
 
@@ -178,9 +192,10 @@ pub fn table(records: &[Record]) -> String {
         "scenario", "case", "system", "msg/s", "lost", "order", "memory, MiB idle/peak"
     );
     for r in records {
-        let figure = match (&r.msgs_per_s, &r.latency_us) {
-            (Some(rate), _) => format!("{rate:.0}"),
-            (None, Some(l)) => format!("p50 {:.0} µs", l.p50),
+        let figure = match (&r.msgs_per_s, &r.latency_us, &r.kib_per_page) {
+            (Some(rate), _, _) => format!("{rate:.0}"),
+            (None, Some(l), _) => format!("p50 {:.0} µs", l.p50),
+            (None, None, Some(kib)) => format!("{kib:.1} KiB/page"),
             _ => String::new(),
         };
         let memory: Vec<String> = r

@@ -36,7 +36,8 @@ pub enum Scenario {
     Raw,
     /// Echo round trips through the backplane and a bare proxy.
     Latency,
-    /// Through `wsgw`, each direction, one page and many.
+    /// Through `wsgw`, each direction, one page and many; and the memory
+    /// of idle pages.
     Ws,
     /// Through `tgw`, each direction.
     Tcp,
@@ -98,6 +99,11 @@ pub struct Config {
     pub subscribers: usize,
     /// Pages of the many-pages WebSocket case (0 or 1: no such case).
     pub ws_clients: usize,
+    /// Pages of the idle-pages WebSocket case, which measures the memory
+    /// `wsgw` holds per connected page that does nothing (0: no such case).
+    /// Each page is a socket in the page worker and in `wsgw`: `ulimit -n`
+    /// must allow it.
+    pub ws_idle_pages: usize,
     /// Round trips measured by `latency`.
     pub round_trips: u64,
     /// Measured runs of each case; figures are their medians.
@@ -123,6 +129,7 @@ impl Default for Config {
             publishers: 1,
             subscribers: 1,
             ws_clients: 100,
+            ws_idle_pages: 2000,
             round_trips: 10_000,
             runs: 5,
             warmup: 1,
@@ -149,6 +156,7 @@ enum Kind {
     EchoRaw,
     WsIn,
     WsOut { clients: usize },
+    WsIdle { pages: usize },
     TcpIn,
     TcpOut,
     MqttAlone,
@@ -167,6 +175,7 @@ impl Case {
             Kind::WsIn => ("page -> bus".to_owned(), "banyan"),
             Kind::WsOut { clients: 1 } => ("bus -> page".to_owned(), "banyan"),
             Kind::WsOut { clients } => (format!("bus -> {clients} pages"), "banyan"),
+            Kind::WsIdle { pages } => (format!("{pages} idle pages"), "banyan"),
             Kind::TcpIn => ("device -> bus".to_owned(), "banyan"),
             Kind::TcpOut => ("bus -> device".to_owned(), "banyan"),
             Kind::MqttAlone => ("mqtt -> mqtt".to_owned(), "mosquitto"),
@@ -194,6 +203,11 @@ pub(crate) fn cases(config: &Config) -> Vec<Case> {
                 if config.ws_clients > 1 {
                     kinds.push(Kind::WsOut {
                         clients: config.ws_clients,
+                    });
+                }
+                if config.ws_idle_pages > 0 {
+                    kinds.push(Kind::WsIdle {
+                        pages: config.ws_idle_pages,
                     });
                 }
                 kinds
@@ -224,6 +238,7 @@ pub fn run(config: &Config, mut each: impl FnMut(&Record)) -> Result<Vec<Record>
         let (label, system) = case.label(config);
         let messages = match case.kind {
             Kind::EchoBus | Kind::EchoRaw => config.round_trips,
+            Kind::WsIdle { .. } => 0,
             _ => config.messages,
         };
         let record = Record::from_samples(
@@ -410,6 +425,7 @@ fn throughput(
         min_per_client,
         latency: None,
         memory: Vec::new(),
+        kib_per_page: None,
     })
 }
 
@@ -557,7 +573,7 @@ fn run_case(config: &Config, case: &Case) -> Result<Sample> {
         Kind::WsIn => {
             let (backplane, bus) = start_backplane(config)?;
             let mut sub = bus_subscriber(&bus, "to_bench", n, idle_ms)?;
-            let (gateway, url) = start_wsgw(config, &bus)?;
+            let (gateway, url) = start_wsgw(config, &bus, &[])?;
             let watched = (watch("backplane", &backplane), watch("wsgw", &gateway));
             let mut page = Proc::worker(
                 "page",
@@ -578,7 +594,7 @@ fn run_case(config: &Config, case: &Case) -> Result<Sample> {
         }
         Kind::WsOut { clients } => {
             let (backplane, bus) = start_backplane(config)?;
-            let (gateway, url) = start_wsgw(config, &bus)?;
+            let (gateway, url) = start_wsgw(config, &bus, &[])?;
             let watched = (watch("backplane", &backplane), watch("wsgw", &gateway));
             let mut pages = Proc::worker(
                 "pages",
@@ -601,6 +617,52 @@ fn run_case(config: &Config, case: &Case) -> Result<Sample> {
             }
             sample.memory = vec![memory(&watched.0, &backplane), memory(&watched.1, &gateway)];
             Ok(sample)
+        }
+        Kind::WsIdle { pages } => {
+            // A socket per page in wsgw and in the page worker, and some.
+            let files = pages + 256;
+            let (backplane, bus) = start_backplane(config)?;
+            let mut flags = bus_flags(&bus);
+            flags.extend(["-w", "0", "-a", "127.0.0.1", "--max-clients"].map(String::from));
+            flags.push(pages.to_string());
+            let exe = executable(&config.bin_dir, "wsgw")?;
+            let mut gateway = Proc::spawn("wsgw", &mut with_file_limit(files, &exe, &flags))?;
+            let line = gateway.wait_line("its WebSocket address", START, |l| {
+                l.starts_with("WebSocket server on ")
+            })?;
+            let url = line
+                .trim_start_matches("WebSocket server on ")
+                .trim()
+                .to_owned();
+            let before = gateway.memory();
+            let role = Role::WsIdle {
+                url,
+                bus,
+                id: "to_idle".into(),
+                pages,
+            };
+            let worker_args = ["worker".to_owned(), serde_json::to_string(&role)?];
+            let mut worker = Proc::spawn(
+                "idle pages",
+                &mut with_file_limit(files, &std::env::current_exe()?, &worker_args),
+            )?;
+            worker.event("ready", result_deadline(config))?;
+            let after = gateway.memory();
+            worker.signal()?;
+            worker.event("result", START)?;
+            let grown = after.rss_kib.saturating_sub(before.rss_kib);
+            Ok(Sample {
+                kib_per_page: Some(grown as f64 / pages as f64),
+                memory: vec![
+                    (
+                        "backplane".to_owned(),
+                        backplane.memory(),
+                        backplane.memory(),
+                    ),
+                    ("wsgw".to_owned(), before, after),
+                ],
+                ..Sample::default()
+            })
         }
         Kind::TcpIn => {
             let (backplane, bus) = start_backplane(config)?;
@@ -751,8 +813,23 @@ fn go_when_probed(receiver: &mut Proc, sender: &mut Proc) -> Result<()> {
     sender.signal()
 }
 
-fn start_wsgw(config: &Config, bus: &BusAddr) -> Result<(Proc, String)> {
-    let flags: Vec<String> = ["-w", "0", "-a", "127.0.0.1"].map(String::from).to_vec();
+/// `program args...` run with the soft limit of open files raised to
+/// `files` (through `sh -c 'ulimit -n'`, which may raise it up to the hard
+/// limit; above that, sh says so and exits).
+fn with_file_limit(files: usize, program: &std::path::Path, args: &[String]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n \"$0\" && exec \"$@\"")
+        .arg(files.to_string())
+        .arg(program)
+        .args(args);
+    command
+}
+
+fn start_wsgw(config: &Config, bus: &BusAddr, extra: &[String]) -> Result<(Proc, String)> {
+    let mut flags: Vec<String> = ["-w", "0", "-a", "127.0.0.1"].map(String::from).to_vec();
+    flags.extend_from_slice(extra);
     let mut gateway = start_gateway(config, "wsgw", bus, &flags, "Publisher  Port")?;
     let line = gateway.wait_line("its WebSocket address", START, |l| {
         l.starts_with("WebSocket server on ")

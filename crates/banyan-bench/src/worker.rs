@@ -155,6 +155,18 @@ pub enum Role {
         /// Silence after which the count is final, in ms.
         idle_ms: u64,
     },
+    /// `pages` WebSocket pages that join with `id`, each send one command,
+    /// and then sit idle until the stop signal.
+    WsIdle {
+        /// The gateway's URL.
+        url: String,
+        /// The backplane, where the pages' commands prove they joined.
+        bus: BusAddr,
+        /// The id message's id.
+        id: String,
+        /// Pages opened.
+        pages: usize,
+    },
     /// A TCP device server speaking the 1-byte length framing.
     TcpDevice {
         /// Frames to send (0: receive).
@@ -264,6 +276,18 @@ async fn run_async(role: Role) -> Result<()> {
             } else {
                 crate::peers::ws_receive(&url, &id, clients, expected, idle_ms).await
             }
+        }
+        Role::WsIdle {
+            url,
+            bus,
+            id,
+            pages,
+        } => {
+            let (client, messages) = Client::connect(&bus.config()).await?;
+            client.subscribe(&id).await?;
+            let result = crate::peers::ws_idle(&url, &id, pages, messages).await;
+            client.close().await?;
+            result
         }
         Role::TcpDevice {
             send,

@@ -14,11 +14,16 @@ pub struct Config {
     pub address: String,
     /// Its port (`-w`; default 9000, python's). 0 picks a free port.
     pub port: u16,
-    /// Origins accepted besides the default ones (none, `null`, and
-    /// `http(s)://localhost`, `127.0.0.1` or `[::1]` on any port), exactly as
-    /// a browser sends them, e.g. `https://example.org:8443`. `*` accepts any
-    /// origin, which lets every web site the user visits drive the bus.
+    /// Origins accepted besides this machine's (none, `null`, and
+    /// `http(s)://localhost`, `127.0.0.1` or `[::1]` on any port) and the
+    /// known editors ([`crate::origin::KNOWN_EDITORS`]), exactly as a browser
+    /// sends them, e.g. `https://example.org:8443`. `*` accepts any origin,
+    /// which lets every web site the user visits drive the bus.
     pub allowed_origins: Vec<String>,
+    /// Whether the known OneGPIO editors' origins
+    /// ([`crate::origin::KNOWN_EDITORS`]: the Scratch 3 OneGPIO editor) are
+    /// accepted (`--no-default-origins` turns this off).
+    pub known_editors: bool,
     /// Largest WebSocket message (and frame) accepted from a client, in
     /// bytes. Larger ones close the connection: memory per client stays
     /// bounded.
@@ -30,11 +35,19 @@ pub struct Config {
     /// room within it is stalled, and loses its oldest messages (counted)
     /// rather than delaying the others again, until it catches up.
     pub queue: QueuePolicy,
-    /// Clients connected at once; connections beyond it are closed at once.
+    /// Pages connected at once (upgraded connections, with or without their
+    /// id yet). An upgrade request beyond it is answered with HTTP 503.
     pub max_clients: usize,
-    /// Time a new connection has for its WebSocket upgrade and its id
-    /// message.
+    /// Connections that may wait at once for their WebSocket upgrade,
+    /// apart from the pages. When one more arrives, the one that has
+    /// waited longest is closed ([`crate::pending`]), so idle sockets cannot
+    /// lock pages out.
+    pub max_pending: usize,
+    /// Time a new connection has for its upgrade request: a browser sends it
+    /// at once, so this is short.
     pub handshake_timeout: Duration,
+    /// Time a new connection has, from connecting, for its id message.
+    pub id_timeout: Duration,
     /// Time a client has at shutdown to take its close frame.
     pub close_timeout: Duration,
     /// Topics subscribed for the gateway's whole life (`-m`), on top of the
@@ -53,8 +66,14 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// (the MTU): a page sharing a burst with a hundred others can take a few
 /// hundred milliseconds per step on a busy machine.
 pub const DEFAULT_QUEUE: QueuePolicy = QueuePolicy::new(256, 4 << 20);
-/// Default of [`Config::max_clients`].
+/// Default of [`Config::max_clients`]: far more pages than one computer's
+/// browser opens, and with the other sockets a process needs, below 1,024
+/// file descriptors, the usual `ulimit -n`.
 pub const DEFAULT_MAX_CLIENTS: usize = 256;
+/// Default of [`Config::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 64;
+/// Default of [`Config::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Default for Config {
     fn default() -> Self {
@@ -62,10 +81,13 @@ impl Default for Config {
             address: "127.0.0.1".to_owned(),
             port: DEFAULT_PORT,
             allowed_origins: Vec::new(),
+            known_editors: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             queue: DEFAULT_QUEUE,
             max_clients: DEFAULT_MAX_CLIENTS,
-            handshake_timeout: Duration::from_secs(10),
+            max_pending: DEFAULT_MAX_PENDING,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            id_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(1),
             held_topics: Vec::new(),
         }

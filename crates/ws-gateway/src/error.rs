@@ -44,9 +44,27 @@ pub enum Error {
         limit: usize,
     },
 
-    /// No WebSocket upgrade and id message within the handshake timeout.
+    /// No id message within the id timeout of connecting.
     #[error("no WebSocket handshake and id message within {0:?}")]
     HandshakeTimeout(Duration),
+
+    /// The page broke the WebSocket protocol (RFC 6455): an unmasked frame,
+    /// reserved bits or opcodes, a control frame that is fragmented or over
+    /// 125 bytes, a continuation of nothing. Closed with 1002.
+    #[error("the page broke the WebSocket protocol: {0}")]
+    Protocol(#[source] tokio_tungstenite::tungstenite::error::ProtocolError),
+
+    /// A text message (or a close reason) that is not UTF-8. Closed with
+    /// 1007.
+    #[error("a text message from the page is not valid UTF-8: {0}")]
+    InvalidUtf8(String),
+
+    /// An upgrade request while `--max-clients` pages are connected: told
+    /// in the body of the HTTP 503 answer.
+    #[error(
+        "{0} pages are connected to this Banyan WebSocket gateway, its limit (wsgw --max-clients)"
+    )]
+    TooManyPages(usize),
 
     /// The WebSocket connection failed (handshake refused or broken, I/O).
     #[error("websocket: {0}")]
@@ -66,10 +84,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A limit of zero (`--max-clients`, `--max-message-size`), which would
-    /// refuse every page or every message.
+    /// A limit of zero (`--max-clients`, `--max-pending`,
+    /// `--max-message-size`), which would refuse
+    /// every page or every message.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+
+    /// A timeout of zero (`--handshake-timeout`), which no page could meet.
+    #[error("{0} must be longer than zero")]
+    ZeroTimeout(&'static str),
 
     /// A shared setting is invalid, or the gateway's bus stream ended (the
     /// gateway kit).

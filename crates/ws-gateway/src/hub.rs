@@ -6,24 +6,43 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use banyan_core::{Client, Message};
 use banyan_gateway::metrics::{self, Metric};
-use banyan_gateway::{Outbox, Route, Weigh};
+use banyan_gateway::{CancellationToken, Outbox, Route, Weigh};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::Config;
 use crate::origin::OriginPolicy;
+use crate::pending::{Pending, Ticket};
 use crate::protocol;
 use crate::routes::{ClientId, Routes};
 use crate::stats::Counters;
 
+/// What a page's WebSocket reads from its socket at most at once, and the
+/// buffer it keeps for that: the largest part of an idle page's memory
+/// (tungstenite's default is 128 KiB). A frame larger than this still
+/// arrives whole (the buffer grows for it, up to `--max-message-size`);
+/// OneGPIO commands are a few dozen bytes, and 8 KiB holds hundreds.
+pub(crate) const READ_BUFFER: usize = 8 * 1024;
+
+/// How many bytes of frames a page's WebSocket gathers before it writes
+/// them to the socket (tungstenite's default is 128 KiB); a batch's flush
+/// writes the rest. The buffer's room stays with an idle page once it was
+/// used, so it is kept small; with `TCP_NOTSENT_LOWAT` at 128 KiB the
+/// kernel still takes many such writes before the socket is full.
+pub(crate) const WRITE_BUFFER: usize = 16 * 1024;
+
 /// A JSON text for pages: converted once per bus message and shared
 /// (reference-counted) by every page of its topic, never copied.
 #[derive(Clone, Debug)]
-pub(crate) struct Text(pub(crate) Utf8Bytes);
+pub(crate) struct Text {
+    pub(crate) text: Utf8Bytes,
+    /// A panic report: its pages are closed once it is written.
+    pub(crate) closes: bool,
+}
 
 impl Weigh for Text {
     fn weight(&self) -> usize {
-        self.0.len()
+        self.text.len()
     }
 }
 
@@ -35,8 +54,12 @@ pub(crate) struct Hub {
     pub(crate) origins: OriginPolicy,
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) counters: Counters,
-    /// Connections being served, counted against `max_clients`.
+    /// Pages (upgraded connections), counted against `max_clients`.
     sessions: AtomicUsize,
+    /// Connections waiting for their upgrade, each with the token that
+    /// closes it when it is pushed out of the line. A plain mutex, as for
+    /// the routes.
+    pending: Mutex<Pending<CancellationToken>>,
     /// A plain mutex: every critical section is a few map operations, never
     /// held across an await.
     routes: Mutex<Routes<Arc<Outbox<Text>>>>,
@@ -45,16 +68,35 @@ pub(crate) struct Hub {
 impl Hub {
     pub(crate) fn new(bus: Client, config: Config, counters: Counters) -> Hub {
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         Hub {
             bus,
-            origins: OriginPolicy::new(&config.allowed_origins),
+            origins: OriginPolicy::new(&config.allowed_origins, config.known_editors),
             ws_config,
+            pending: Mutex::new(Pending::new(config.max_pending)),
             config,
             counters,
             sessions: AtomicUsize::new(0),
             routes: Mutex::new(Routes::default()),
+        }
+    }
+
+    /// Puts a new connection in the line of those waiting for their
+    /// upgrade. When the line was full, the connection that waited longest
+    /// is pushed out: its [`Waiting::pushed_out`] completes.
+    pub(crate) fn wait_for_upgrade(self: &Arc<Self>) -> Waiting {
+        let token = CancellationToken::new();
+        let (ticket, pushed_out) = banyan_gateway::sync::lock(&self.pending).arrive(token.clone());
+        if let Some(oldest) = pushed_out {
+            oldest.cancel();
+        }
+        Waiting {
+            hub: self.clone(),
+            ticket,
+            token,
         }
     }
 
@@ -112,6 +154,29 @@ impl Hub {
     }
 }
 
+/// A connection's place in the line of those waiting for their upgrade;
+/// dropping it leaves the line.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    hub: Arc<Hub>,
+    ticket: Ticket,
+    token: CancellationToken,
+}
+
+impl Waiting {
+    /// Completes when the connection was pushed out of the line (more
+    /// connections arrived than `--max-pending` allows to wait).
+    pub(crate) async fn pushed_out(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        banyan_gateway::sync::lock(&self.hub.pending).leave(self.ticket);
+    }
+}
+
 /// A connection counted against `max_clients`.
 #[derive(Debug)]
 pub(crate) struct SessionGuard(Arc<Hub>);
@@ -136,8 +201,11 @@ impl Route for ToPages {
         if !hub.routes().has(topic) {
             return None;
         }
-        let text = match protocol::bus_to_json(message.payload()) {
-            Ok(text) => Text(Utf8Bytes::from(text)),
+        let text = match protocol::bus_to_page(message.payload()) {
+            Ok(page) => Text {
+                text: Utf8Bytes::from(page.text),
+                closes: page.closes,
+            },
             Err(e) => {
                 let skipped = hub.counters.not_json.inc();
                 tracing::warn!(topic, skipped, error = %e, "bus message not forwarded: it has no JSON form");

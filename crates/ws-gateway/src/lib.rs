@@ -7,10 +7,17 @@
 //! and every bus message on `from_arduino_gateway` reaches it as JSON (a
 //! numeric `timestamp` shown as local time). The gateway uses one bus
 //! connection for all its clients; a reply topic is subscribed while it has
-//! clients. It refuses pages of other web sites ([`origin`]), answers bad
-//! input with `{"error": "..."}`, and waits for a client that reads slowly
-//! (holding the bus back, losing nothing) but not for long for one that
-//! does not read at all: that one loses its own oldest messages. The queue
+//! clients. It refuses pages of other web sites ([`origin`]; the Scratch 3
+//! OneGPIO editor's is known), answers bad input with `{"error": "..."}`,
+//! fails a connection that breaks the WebSocket protocol with the RFC's close
+//! code, and waits for a client that reads slowly (holding the bus back,
+//! losing nothing) but not for long for one that does not read at all: that
+//! one loses its own oldest messages, and is read no further until it takes
+//! what it was sent (pongs included). Connections that have not upgraded yet
+//! wait in a bounded line of their own ([`pending`]), so idle sockets cannot
+//! lock pages out; a page beyond `--max-clients` gets HTTP 503. A panic
+//! report (`{"report": "panic"}`, s3-extend's rule) is delivered and then
+//! closes its pages. The queue
 //! per page, the intake from the bus, shutdown and counters are the gateway
 //! kit's ([`banyan_gateway`]); this crate adds the WebSocket protocol, the
 //! origin check and the fan-out to pages. `docs/ws-gateway.md` describes the
@@ -87,6 +94,7 @@ pub mod config;
 pub mod error;
 mod hub;
 pub mod origin;
+pub mod pending;
 pub mod protocol;
 pub mod routes;
 mod server;

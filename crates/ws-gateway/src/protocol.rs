@@ -50,6 +50,16 @@ pub fn parse_command(text: &str) -> Result<Value> {
     json::from_json(text).map_err(Error::NotJson)
 }
 
+/// A bus message as its pages receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToPage {
+    /// The JSON text sent.
+    pub text: String,
+    /// Whether it is a panic report, `{"report": "panic", ...}`, after which
+    /// its pages are closed (see [`is_panic`]).
+    pub closes: bool,
+}
+
 /// Turns a bus payload into the JSON text sent to clients: a map's numeric
 /// `timestamp` becomes local time ([`TIMESTAMP_FORMAT`]).
 pub fn bus_to_json(payload: &[u8]) -> Result<String> {
@@ -61,7 +71,22 @@ pub fn bus_to_json_in<Z: TimeZone>(payload: &[u8], zone: &Z) -> Result<String>
 where
     Z::Offset: std::fmt::Display,
 {
+    Ok(bus_to_page_in(payload, zone)?.text)
+}
+
+/// Turns a bus payload into what its pages receive: the JSON text of
+/// [`bus_to_json`], and whether it closes them.
+pub fn bus_to_page(payload: &[u8]) -> Result<ToPage> {
+    bus_to_page_in(payload, &chrono::Local)
+}
+
+/// [`bus_to_page`] with the timestamp shown in time zone `zone`.
+pub fn bus_to_page_in<Z: TimeZone>(payload: &[u8], zone: &Z) -> Result<ToPage>
+where
+    Z::Offset: std::fmt::Display,
+{
     let mut value = banyan_core::envelope::decode(payload)?;
+    let closes = is_panic(&value);
     if let Value::Map(entries) = &mut value {
         for (key, v) in entries.iter_mut() {
             if key.as_str() == Some("timestamp") {
@@ -71,7 +96,23 @@ where
             }
         }
     }
-    Ok(json::to_json(&value)?)
+    Ok(ToPage {
+        text: json::to_json(&value)?,
+        closes,
+    })
+}
+
+/// Whether a bus payload is a panic report, `{"report": "panic", ...}`: what
+/// s3-extend's hardware gateways publish when their board is lost, and on
+/// which s3-extend's `wsgw` closes the pages of that reply topic (close code
+/// 1000). Here those pages first receive the report, then the close.
+pub fn is_panic(value: &Value) -> bool {
+    let Value::Map(entries) = value else {
+        return false;
+    };
+    entries
+        .iter()
+        .any(|(k, v)| k.as_str() == Some("report") && v.as_str() == Some("panic"))
 }
 
 /// A number of seconds since the epoch as local time; `None` for what is
@@ -200,6 +241,33 @@ mod tests {
             assert_eq!(
                 bus_to_json_in(&encode(&value), &chrono::Utc).expect("json"),
                 json
+            );
+        }
+    }
+
+    #[test]
+    fn panic_reports_close_their_pages() {
+        let panic = encode(&map(vec![
+            ("report", Value::from("panic")),
+            ("timestamp", Value::from(0)),
+        ]));
+        assert_eq!(
+            bus_to_page_in(&panic, &chrono::Utc).expect("json"),
+            ToPage {
+                text: r#"{"report": "panic", "timestamp": "1970-01-01 00:00:00"}"#.to_owned(),
+                closes: true
+            }
+        );
+        for other in [
+            map(vec![("report", Value::from("digital_input"))]),
+            map(vec![("panic", Value::from("report"))]),
+            map(vec![("report", Value::Array(vec![Value::from("panic")]))]),
+            Value::from("panic"),
+            Value::Array(vec![Value::from("report"), Value::from("panic")]),
+        ] {
+            assert!(
+                !bus_to_page(&encode(&other)).expect("json").closes,
+                "{other}"
             );
         }
     }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, ToPages};
+use crate::origin::{OriginPolicy, KNOWN_EDITORS};
 use crate::routes::ClientId;
 use crate::session;
 use crate::stats::{Counters, Stats};
@@ -49,6 +50,12 @@ impl Gateway {
         if config.max_clients == 0 {
             return Err(Error::ZeroLimit("--max-clients"));
         }
+        if config.max_pending == 0 {
+            return Err(Error::ZeroLimit("--max-pending"));
+        }
+        if config.handshake_timeout.is_zero() {
+            return Err(Error::ZeroTimeout("--handshake-timeout"));
+        }
         if config.max_message_size == 0 {
             return Err(Error::ZeroLimit("--max-message-size"));
         }
@@ -83,7 +90,16 @@ impl banyan_gateway::Gateway for Gateway {
     }
 
     fn banner(&self) -> Vec<String> {
-        vec![format!("WebSocket server on ws://{}", self.local)]
+        let policy = OriginPolicy::new(&self.config.allowed_origins, self.config.known_editors);
+        let mut origins = String::from("Pages allowed: from disk and this machine");
+        for origin in policy.extra() {
+            origins.push_str(", ");
+            origins.push_str(origin);
+            if self.config.known_editors && KNOWN_EDITORS.contains(&origin.as_str()) {
+                origins.push_str(" (Scratch 3 OneGPIO; --no-default-origins removes it)");
+            }
+        }
+        vec![format!("WebSocket server on ws://{}", self.local), origins]
     }
 
     /// Serves pages until `token` is cancelled: every page then gets a
@@ -130,17 +146,18 @@ async fn accept(listener: &TcpListener, hub: &Arc<Hub>, tasks: &Tasks<Error>) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Some(guard) = hub.admit() else {
-                    tracing::warn!(%peer, limit = hub.config.max_clients, "connection refused: too many clients");
-                    continue;
-                };
                 next_client += 1;
                 // The handshake happens in the session's task, never here.
-                let session = session::serve(hub.clone(), stream, peer, next_client, token.clone());
-                tasks.spawn_detached(async move {
-                    session.await;
-                    drop(guard);
-                });
+                // Tasks are bounded all the same: connections waiting for
+                // their upgrade by --max-pending (the longest waiting is
+                // closed when one more arrives), pages by --max-clients.
+                tasks.spawn_detached(session::serve(
+                    hub.clone(),
+                    stream,
+                    peer,
+                    next_client,
+                    token.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a connection failed");

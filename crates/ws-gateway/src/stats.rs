@@ -27,6 +27,11 @@ banyan_gateway::stats! {
         /// Bus messages dropped for pages that were stalled.
         #[metric = "dropped_messages_total{reason=\"stalled\"}"]
         dropped_stalled,
+        /// Connections failed for breaking the WebSocket protocol (closed
+        /// with 1002 or 1007).
+        protocol_errors,
+        /// Pages closed after a panic report on their reply topic.
+        panics,
     }
 }
 
