@@ -160,6 +160,14 @@ async fn subscriptions_are_prefixes_and_can_be_dropped() {
 
     // Subscribing to everything, as the monitor does.
     sub.subscribe("").await.expect("subscribed");
+    // The publisher drops at source what nobody wants: it must have heard
+    // of the new subscription first.
+    within(
+        "the publisher to learn of the subscription",
+        publisher.wait_for_subscriber("anything"),
+    )
+    .await
+    .expect("client open");
     publisher
         .publish("anything", &Value::Nil)
         .await

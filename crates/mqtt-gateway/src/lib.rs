@@ -59,7 +59,7 @@
 //! let token = CancellationToken::new();
 //! let closer = bus.client.clone();
 //! let stats = gateway
-//!     .run(Bus { client: bus.client, messages: bus.messages }, token)
+//!     .run(Bus::new(bus.client, bus.messages), token)
 //!     .await?;
 //! println!("{} messages sent to MQTT", stats.to_mqtt);
 //! closer.close().await?;

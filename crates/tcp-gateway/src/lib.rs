@@ -59,7 +59,7 @@
 //! let (client, messages) = Client::connect(&bus).await?;
 //! gateway.subscribe(&client).await?;
 //! let token = CancellationToken::new();
-//! let running = tokio::spawn(gateway.run(Bus { client, messages }, token.clone()));
+//! let running = tokio::spawn(gateway.run(Bus::new(client, messages), token.clone()));
 //!
 //! let (app, mut replies) = Client::connect(&bus).await?;
 //! app.subscribe("from_pico").await?;

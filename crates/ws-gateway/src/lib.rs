@@ -54,7 +54,7 @@
 //! let (client, messages) = Client::connect(&bus_config).await?;
 //! gateway.subscribe(&client).await?;
 //! let token = CancellationToken::new();
-//! let running = tokio::spawn(gateway.run(Bus { client, messages }, token.clone()));
+//! let running = tokio::spawn(gateway.run(Bus::new(client, messages), token.clone()));
 //!
 //! // A device component on the bus.
 //! let (device, mut commands) = Client::connect(&bus_config).await?;
