@@ -50,7 +50,9 @@ use crate::error::{Error, Result};
 pub struct Client {
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
-    ready_timeout: Duration,
+    /// What it was connected with: for another connection to the same
+    /// backplane.
+    config: Arc<ClientConfig>,
 }
 
 /// The stream of messages matching the client's subscriptions, in the order
@@ -85,7 +87,7 @@ impl Client {
         let client = Client {
             commands,
             shared: shared.clone(),
-            ready_timeout: config.ready_timeout,
+            config: Arc::new(config.clone()),
         };
         Ok((
             client,
@@ -192,7 +194,13 @@ impl Client {
 
     /// The readiness timeout this client was connected with.
     pub fn ready_timeout(&self) -> Duration {
-        self.ready_timeout
+        self.config.ready_timeout
+    }
+
+    /// The configuration this client was connected with (its backplane's
+    /// address and ports): what another connection to the same bus uses.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// Closes the connection for every clone: what was published before is

@@ -16,6 +16,7 @@ use crate::pending::{Pending, Ticket};
 use crate::protocol;
 use crate::routes::{ClientId, Routes};
 use crate::stats::Counters;
+use crate::view::Views;
 
 /// What a page's WebSocket reads from its socket at most at once, and the
 /// buffer it keeps for that: the largest part of an idle page's memory
@@ -63,6 +64,8 @@ pub(crate) struct Hub {
     /// A plain mutex: every critical section is a few map operations, never
     /// held across an await.
     routes: Mutex<Routes<Arc<Outbox<Text>>>>,
+    /// The bus views open (`GET /`).
+    pub(crate) views: Views,
 }
 
 impl Hub {
@@ -81,6 +84,7 @@ impl Hub {
             counters,
             sessions: AtomicUsize::new(0),
             routes: Mutex::new(Routes::default()),
+            views: Views::default(),
         }
     }
 
@@ -142,6 +146,26 @@ impl Hub {
 }
 
 impl Hub {
+    /// The pages as the bus view shows them: per reply topic, its pages and
+    /// their queues.
+    pub(crate) fn pages_view(&self) -> serde_json::Value {
+        let routes = self.routes();
+        let mut topics: Vec<serde_json::Value> = routes
+            .topics()
+            .map(|(topic, pages)| {
+                serde_json::json!({
+                    "topic": topic,
+                    "pages": pages.len(),
+                    "queued": pages.iter().map(|o| o.len()).sum::<usize>(),
+                    "stalled": pages.iter().filter(|o| o.is_stalled()).count(),
+                    "dropped": pages.iter().map(|o| o.dropped()).sum::<u64>(),
+                })
+            })
+            .collect();
+        topics.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
+        serde_json::Value::Array(topics)
+    }
+
     /// The gateway's metrics now: its counters and its pages' queues.
     pub(crate) fn metrics(&self) -> Vec<Metric> {
         let mut out = metrics::from_report("banyan_wsgw", &self.counters.snapshot());

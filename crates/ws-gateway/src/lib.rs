@@ -92,6 +92,7 @@
 
 pub mod config;
 pub mod error;
+mod http;
 mod hub;
 pub mod origin;
 pub mod pending;
@@ -100,6 +101,7 @@ pub mod routes;
 mod server;
 mod session;
 mod stats;
+mod view;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -64,6 +64,13 @@ impl<V> Routes<V> {
             .flat_map(|clients| clients.iter().map(|(_, v)| v))
     }
 
+    /// Each topic with its clients.
+    pub fn topics(&self) -> impl Iterator<Item = (&str, Vec<&V>)> {
+        self.topics
+            .iter()
+            .map(|(topic, clients)| (topic.as_str(), clients.iter().map(|(_, v)| v).collect()))
+    }
+
     /// Every client of every topic.
     pub fn all(&self) -> impl Iterator<Item = &V> {
         self.topics.values().flatten().map(|(_, v)| v)

@@ -28,9 +28,11 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::http::{self, Asked, BadHead};
 use crate::hub::{Hub, SessionGuard, Text};
 use crate::protocol;
 use crate::routes::ClientId;
+use crate::view::{self, ViewGuard};
 
 /// A page's WebSocket over its byte stream.
 pub(crate) type Ws<S> = WebSocketStream<Link<S>>;
@@ -53,6 +55,9 @@ pub(crate) struct Link<S> {
     blocked: bool,
     /// Logged once per page, the first time reading was held back.
     held_back: bool,
+    /// Bytes read already (the request head) and read again first.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl<S> Link<S> {
@@ -61,7 +66,20 @@ impl<S> Link<S> {
             inner,
             blocked: false,
             held_back: false,
+            replay: Vec::new(),
+            replayed: 0,
         }
+    }
+
+    /// Reads `bytes` again before the rest of the stream.
+    fn replay(&mut self, bytes: Vec<u8>) {
+        self.replay = bytes;
+        self.replayed = 0;
+    }
+
+    /// The stream itself, for reading past the replay (the request head).
+    fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 }
 
@@ -71,6 +89,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Link<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.replayed < self.replay.len() {
+            let n = buf.remaining().min(self.replay.len() - self.replayed);
+            let start = self.replayed;
+            buf.put_slice(&self.replay[start..start + n]);
+            self.replayed += n;
+            if self.replayed == self.replay.len() {
+                self.replay = Vec::new();
+                self.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -183,15 +212,29 @@ pub(crate) async fn serve(
     tune(&stream);
     async move {
         let connected = Instant::now();
-        let Some((ws, page)) = upgrade(&hub, Link::new(stream), connected, &stop).await else {
-            return;
-        };
-        let id_deadline = connected + hub.config.id_timeout;
-        serve_page(&hub, ws, client, id_deadline, &stop).await;
-        drop(page);
+        match upgrade(&hub, Link::new(stream), connected, &stop).await {
+            Some(Upgraded::Page(ws, page)) => {
+                let id_deadline = connected + hub.config.id_timeout;
+                serve_page(&hub, ws, client, id_deadline, &stop).await;
+                drop(page);
+            }
+            Some(Upgraded::View(ws, view)) => {
+                tracing::Span::current().record("id", "bus view");
+                view::serve(&hub, ws, view, &stop).await;
+            }
+            None => {}
+        }
     }
     .instrument(span)
     .await
+}
+
+/// A connection that asked for a WebSocket and got it.
+pub(crate) enum Upgraded<S> {
+    /// A page (counted against `--max-clients`).
+    Page(Ws<S>, SessionGuard),
+    /// The bus view's own socket.
+    View(Ws<S>, ViewGuard),
 }
 
 /// Socket options of a client connection. Failing to set them only costs
@@ -212,15 +255,16 @@ fn tune(stream: &TcpStream) {
     }
 }
 
-/// The wait for the upgrade request and the upgrade, in the line of waiting
+/// The wait for the request and the upgrade, in the line of waiting
 /// connections: `None` when the connection was pushed out of the line, took
-/// longer than the handshake timeout, was refused (403, 503) or failed.
+/// longer than the handshake timeout, was refused (403, 503), failed, or
+/// was a plain HTTP request (answered: the view's page, the metrics).
 pub(crate) async fn upgrade<S>(
     hub: &Arc<Hub>,
     stream: Link<S>,
     connected: Instant,
     stop: &CancellationToken,
-) -> Option<(Ws<S>, SessionGuard)>
+) -> Option<Upgraded<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -237,7 +281,7 @@ where
             );
             None
         }
-        upgraded = tokio::time::timeout_at(deadline, handshake(hub, stream)) => {
+        upgraded = tokio::time::timeout_at(deadline, route(hub, stream, stop)) => {
             upgraded.unwrap_or_else(|_| {
                 tracing::debug!(
                     "connection closed: no WebSocket upgrade within {:?} (--handshake-timeout)",
@@ -245,6 +289,147 @@ where
                 );
                 None
             })
+        }
+    }
+}
+
+/// Reads what the connection asks for: a plain `GET` is answered here (the
+/// view's page at `/`, the metrics at `/metrics`), an upgrade of `/view` is
+/// the bus view's socket, any other upgrade a page's.
+async fn route<S>(
+    hub: &Arc<Hub>,
+    mut stream: Link<S>,
+    stop: &CancellationToken,
+) -> Option<Upgraded<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (asked, head) = match http::read_head(stream.inner_mut()).await {
+        Ok(read) => read,
+        Err(BadHead::Ended) => return None,
+        Err(e) => {
+            tracing::debug!("refused: {e}");
+            let status = match e {
+                BadHead::TooLarge => "431 Request Header Fields Too Large",
+                _ => "400 Bad Request",
+            };
+            let _ = http::respond(
+                stream.inner_mut(),
+                status,
+                TEXT,
+                format!("{e}\n").as_bytes(),
+            )
+            .await;
+            return None;
+        }
+    };
+    let path = match asked {
+        Asked::Upgrade { path } => path,
+        Asked::Get { path } => {
+            answer(hub, stream.inner_mut(), &path).await;
+            return None;
+        }
+        Asked::Other(method) => {
+            tracing::debug!(method, "refused: not GET");
+            let _ = http::respond(
+                stream.inner_mut(),
+                "405 Method Not Allowed",
+                TEXT,
+                b"only GET\n",
+            )
+            .await;
+            return None;
+        }
+    };
+    stream.replay(head);
+    if path == "/view" {
+        return view_handshake(hub, stream, stop).await;
+    }
+    handshake(hub, stream)
+        .await
+        .map(|(ws, page)| Upgraded::Page(ws, page))
+}
+
+/// The content type of the gateway's plain answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Answers a plain `GET`.
+async fn answer<S: AsyncWrite + Unpin>(hub: &Hub, stream: &mut S, path: &str) {
+    let answered = match path {
+        "/" | "/index.html" => {
+            http::respond(stream, "200 OK", "text/html; charset=utf-8", view::PAGE.as_bytes()).await
+        }
+        "/metrics" => {
+            let body = banyan_gateway::metrics::render(&hub.metrics());
+            http::respond(stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body.as_bytes()).await
+        }
+        _ => {
+            http::respond(
+                stream,
+                "404 Not Found",
+                TEXT,
+                b"not found: pages connect by WebSocket; the bus view is at /, the metrics at /metrics\n",
+            )
+            .await
+        }
+    };
+    if let Err(e) = answered {
+        tracing::debug!(path, "answering failed: {e}");
+    }
+}
+
+/// The bus view's upgrade: only from the view's own page (its `Origin` is
+/// this gateway's address, as the browser saw it in `Host`), and at most
+/// [`view::MAX_VIEWS`] at once.
+#[allow(clippy::result_large_err)]
+async fn view_handshake<S>(
+    hub: &Arc<Hub>,
+    stream: Link<S>,
+    stop: &CancellationToken,
+) -> Option<Upgraded<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut opened = None;
+    let check = |request: &Request, response: Response| {
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let own = header(header::HOST).map(|host| format!("http://{host}"));
+        let origin = header(header::ORIGIN);
+        if origin.is_none()
+            || origin.map(str::to_ascii_lowercase) != own.map(|o| o.to_ascii_lowercase())
+        {
+            tracing::warn!(
+                ?origin,
+                "bus view refused: only the view's own page may open it"
+            );
+            return Err(refusal(
+                StatusCode::FORBIDDEN,
+                "the bus view accepts only its own page (open it at /)",
+            ));
+        }
+        match view::open(hub, stop) {
+            Some(view) => {
+                opened = Some(view);
+                Ok(response)
+            }
+            None => Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} bus views are open, the most", view::MAX_VIEWS),
+            )),
+        }
+    };
+    let upgraded =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(hub.ws_config)).await;
+    match upgraded {
+        Ok(ws) => opened.map(|view| Upgraded::View(ws, view)),
+        Err(e) => {
+            tracing::debug!(error = %e, "bus view handshake failed");
+            None
         }
     }
 }
