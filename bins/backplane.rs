@@ -72,33 +72,16 @@ async fn main() -> ExitCode {
         high_water_mark: args.high_water_mark,
         subscriber_high_water_mark: args.subscriber_high_water_mark,
         slow_subscriber_grace: args.stall_grace,
+        ..BackplaneConfig::default()
     };
     let shutdown = cli::cancel_on_signal();
-    let backplane = match Backplane::bind(&config) {
-        Ok(backplane) => backplane,
+    // Ports held by a backplane a component started on demand are taken over.
+    let backplane = match Backplane::bind_or_take_over(&config) {
+        Ok((backplane, _)) => backplane,
         Err(e) => return cli::fail(e),
     };
-    let name = if args.name.is_empty() {
-        String::new()
-    } else {
-        format!("{} ", args.name)
-    };
-    let reach = match backplane.bind_address() {
-        "0.0.0.0" | "::" => " (every interface: reachable from the LAN)",
-        "127.0.0.1" | "::1" => " (this machine only)",
-        _ => "",
-    };
-    let rule = "*".repeat(42);
-    println!(
-        "{rule}\n{name}Backplane IP address: {}{reach}\nSubscriber Port = {}\nPublisher  Port = {}\n{rule}",
-        backplane.bind_address(),
-        backplane.subscriber_port(),
-        backplane.publisher_port(),
-    );
-    shutdown.cancelled().await;
-    let stats = tokio::task::spawn_blocking(move || backplane.shutdown())
-        .await
-        .unwrap_or_default();
+    println!("{}", backplane.banner(&args.name));
+    let (_, stats) = backplane.serve(shutdown.cancelled_owned()).await;
     tracing::info!(
         forwarded = stats.forwarded,
         overflows = stats.overflows,

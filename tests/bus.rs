@@ -9,6 +9,8 @@ use banyan_core::{envelope, ClientConfig, Message};
 
 use crate::util::*;
 
+mod hosting;
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -219,6 +219,16 @@ impl Proc {
         self.wait().await
     }
 
+    /// Kills this process with SIGKILL, as a crash would, and waits for it.
+    pub(crate) async fn kill_hard(&mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -KILL {} failed", self.child.id());
+        self.wait().await
+    }
+
     /// Waits for the process to exit by itself; returns its exit code.
     pub(crate) async fn wait(&mut self) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -276,12 +286,29 @@ impl BackplaneProc {
 
     /// Same, with extra flags.
     pub(crate) async fn start_with(extra: &[&str]) -> BackplaneProc {
-        let mut proc = Proc::spawn(
+        Self::start_on(0, 0, extra).await
+    }
+
+    /// Starts `backplane -a 127.0.0.1` on the given ports (0: a free one),
+    /// with extra flags, and reads its ports from the banner.
+    pub(crate) async fn start_on(
+        publisher_port: u16,
+        subscriber_port: u16,
+        extra: &[&str],
+    ) -> BackplaneProc {
+        let proc = Proc::spawn(
             "backplane",
             Command::new(exe("backplane"))
-                .args(["-a", "127.0.0.1", "-p", "0", "-s", "0"])
+                .args(["-a", "127.0.0.1"])
+                .args(["-p", &publisher_port.to_string()])
+                .args(["-s", &subscriber_port.to_string()])
                 .args(extra),
         );
+        Self::from_banner(proc).await
+    }
+
+    /// Reads the ports from the banner of a starting backplane.
+    pub(crate) async fn from_banner(mut proc: Proc) -> BackplaneProc {
         let port = |line: String| -> u16 {
             line.rsplit(' ')
                 .next()

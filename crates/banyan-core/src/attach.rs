@@ -73,6 +73,11 @@ pub async fn attach(backplane: Option<&str>, mut config: ClientConfig) -> Result
         None => {
             config.address = LOCALHOST.to_owned();
             embedded = local_backplane(&config).await?;
+            // Port 0 asked for free ports: connect to those bound.
+            if let Some(backplane) = &embedded {
+                config.publisher_port = backplane.publisher_port();
+                config.subscriber_port = backplane.subscriber_port();
+            }
         }
     }
     let (client, messages) = Client::connect(&config).await?;
@@ -125,6 +130,8 @@ async fn local_backplane(config: &ClientConfig) -> Result<Option<Backplane>> {
         subscriber_port,
         high_water_mark: config.high_water_mark,
         subscriber_high_water_mark: config.receive_high_water_mark,
+        // Hosted because none ran: a backplane started later takes over.
+        gives_way: true,
         ..BackplaneConfig::default()
     };
     match Backplane::bind(&bind) {

@@ -11,14 +11,19 @@
 //! libzmq sockets belong to one thread. It counts what it forwards and what it
 //! could not hand to a subscriber whose queue was full (see
 //! [`BackplaneStats::overflows`] and `docs/architecture.md`).
+//!
+//! A backplane started on demand ([`BackplaneConfig::gives_way`]) hands its
+//! ports to a backplane started later on purpose; see [`crate::handover`] and
+//! [`Backplane::bind_or_take_over`].
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::handover::{self, Answer};
 use crate::wake::Wake;
 use crate::zmq_ext::set_xpub_nodrop;
 
@@ -51,6 +56,14 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(1);
 pub const DEFAULT_SLOW_SUBSCRIBER_GRACE: Duration = Duration::from_millis(250);
 /// Overflows are logged at most this often.
 const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a backplane whose ports are taken waits for their holder to
+/// answer a handover request (a backplane of ours answers within
+/// milliseconds).
+const HANDOVER_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long it then waits for the ports to be free.
+const HANDOVER_BIND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often it tries to bind meanwhile.
+const HANDOVER_BIND_RETRY: Duration = Duration::from_millis(5);
 
 /// How to run a backplane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +90,10 @@ pub struct BackplaneConfig {
     /// overflow, counted and logged). A subscriber that keeps up on average
     /// therefore loses nothing, and one that stalls cannot stop the bus.
     pub slow_subscriber_grace: Duration,
+    /// Whether this backplane was started on demand, because a component
+    /// found none: it then gives its ports to a backplane that asks for them
+    /// (see [`crate::handover`]). One started on purpose keeps them.
+    pub gives_way: bool,
 }
 
 impl Default for BackplaneConfig {
@@ -88,8 +105,24 @@ impl Default for BackplaneConfig {
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             subscriber_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
             slow_subscriber_grace: DEFAULT_SLOW_SUBSCRIBER_GRACE,
+            gives_way: false,
         }
     }
+}
+
+/// Why a backplane's forwarding stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// [`Backplane::shutdown`] (or dropping it) stopped it.
+    Stopped,
+    /// It gave its ports to the backplane of another process, as asked.
+    HandedOver {
+        /// The process the ports went to.
+        pid: u32,
+    },
+    /// Its forwarding loop failed (logged).
+    Failed,
 }
 
 /// Counters a running backplane reports.
@@ -117,6 +150,8 @@ struct Counters {
 /// A running backplane. Dropping it stops it (as [`Backplane::shutdown`]).
 pub struct Backplane {
     thread: Option<JoinHandle<()>>,
+    /// Set by the forwarding thread as it ends.
+    ending: tokio::sync::watch::Receiver<Option<Ending>>,
     stop: Arc<AtomicBool>,
     wake: Arc<Wake>,
     counters: Arc<Counters>,
@@ -156,9 +191,11 @@ impl Backplane {
         let subscriber_port = bind(&xpub, &config.bind_address, config.subscriber_port)?;
 
         let grace = config.slow_subscriber_grace;
+        let gives_way = config.gives_way;
         let wake = Arc::new(Wake::new()?);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
+        let (ending_tx, ending) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("banyan-backplane".to_owned())
             .spawn({
@@ -174,17 +211,21 @@ impl Backplane {
                         grace,
                         unlogged_overflows: 0,
                         last_overflow_log: None,
+                        gives_way,
                     };
-                    forwarder.run(&wake, &stop);
+                    let ending = forwarder.run(&wake, &stop);
                     // Sockets close before the context, which then waits at most
-                    // LINGER_MS for queued messages to leave.
+                    // LINGER_MS for queued messages to leave. The listeners
+                    // close at once, so a backplane taking over can bind.
                     drop(forwarder);
                     drop(context);
+                    ending_tx.send_replace(Some(ending));
                 }
             })?;
         tracing::debug!(publisher_port, subscriber_port, "backplane listening");
         Ok(Backplane {
             thread: Some(thread),
+            ending,
             stop,
             wake,
             counters,
@@ -192,6 +233,67 @@ impl Backplane {
             publisher_port,
             subscriber_port,
         })
+    }
+
+    /// Binds as [`Backplane::bind`]; when the ports are taken, asks their
+    /// holder for them (see [`crate::handover`]) and, if it is an on-demand
+    /// backplane that gives way, binds once it has let go. Returns the
+    /// holder's answer when the ports were taken over.
+    ///
+    /// Fails with [`Error::BackplaneRunning`] when the holder is a backplane
+    /// started on purpose, and with the bind error when nothing of ours
+    /// answers.
+    pub fn bind_or_take_over(config: &BackplaneConfig) -> Result<(Backplane, Option<Answer>)> {
+        let refused = match Backplane::bind(config) {
+            Ok(backplane) => return Ok((backplane, None)),
+            Err(e @ Error::Bind { .. }) if e.is_address_in_use() => e,
+            Err(e) => return Err(e),
+        };
+        let holder = handover::holder_address(&config.bind_address);
+        let Some(answer) = handover::ask(holder, config.subscriber_port, HANDOVER_ASK_TIMEOUT)?
+        else {
+            return Err(refused);
+        };
+        if !answer.gives_way {
+            return Err(Error::BackplaneRunning {
+                pid: answer.pid,
+                name: answer.name,
+                publisher_port: config.publisher_port,
+                subscriber_port: config.subscriber_port,
+            });
+        }
+        // It lets go of its ports as it answers; bind as soon as they are
+        // free (no event says so: try again shortly).
+        let deadline = Instant::now() + HANDOVER_BIND_TIMEOUT;
+        loop {
+            match Backplane::bind(config) {
+                Ok(backplane) => {
+                    tracing::info!(
+                        "took the bus over from the on-demand backplane of process {} ({}): \
+                         its components reconnect here",
+                        answer.pid,
+                        answer.name
+                    );
+                    return Ok((backplane, Some(answer)));
+                }
+                Err(e) if e.is_address_in_use() && Instant::now() < deadline => {
+                    std::thread::sleep(HANDOVER_BIND_RETRY);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until forwarding has stopped, and says why: after a
+    /// [`Backplane::shutdown`] from elsewhere, or when the ports were handed
+    /// over.
+    pub async fn ended(&self) -> Ending {
+        let mut ending = self.ending.clone();
+        let ended = match ending.wait_for(Option::is_some).await {
+            Ok(ending) => ending.clone().unwrap_or(Ending::Failed),
+            Err(_) => Ending::Failed,
+        };
+        ended
     }
 
     /// The address the ports listen on.
@@ -243,24 +345,122 @@ impl Drop for Backplane {
     }
 }
 
-/// Runs a backplane until `shutdown` completes, then stops it and returns its
-/// counters. This is what the `backplane` executable does.
+impl Backplane {
+    /// The start-up banner, in python-banyan's layout, with one
+    /// `Backplane IP address:` line per address that components on other
+    /// machines can pass as `-b` (see [`reachable_addresses`]).
+    pub fn banner(&self, name: &str) -> String {
+        banner_text(
+            name,
+            &self.bind_address,
+            &reachable_addresses(&self.bind_address),
+            self.publisher_port,
+            self.subscriber_port,
+        )
+    }
+
+    /// Forwards until `shutdown` completes or forwarding ends by itself (the
+    /// ports handed over), then stops and returns why, with the counters.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> (Ending, BackplaneStats) {
+        let ending = tokio::select! {
+            () = shutdown => Ending::Stopped,
+            ending = self.ended() => ending,
+        };
+        let stats = tokio::task::spawn_blocking(move || self.shutdown())
+            .await
+            .unwrap_or_default();
+        (ending, stats)
+    }
+}
+
+/// Runs a backplane until `shutdown` completes (or it hands its ports over),
+/// then stops it and returns its counters: the `backplane` executable without
+/// its banner. Ports held by an on-demand backplane are taken over.
 pub async fn run(
     config: &BackplaneConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<BackplaneStats> {
-    let backplane = Backplane::bind(config)?;
+    let (backplane, _) = Backplane::bind_or_take_over(config)?;
     tracing::info!(
         address = %backplane.bind_address(),
         publisher_port = backplane.publisher_port(),
         subscriber_port = backplane.subscriber_port(),
         "backplane running"
     );
-    shutdown.await;
-    let stats = tokio::task::spawn_blocking(move || backplane.shutdown())
-        .await
-        .unwrap_or_default();
-    Ok(stats)
+    Ok(backplane.serve(shutdown).await.1)
+}
+
+/// The addresses of this machine that reach a backplane bound to
+/// `bind_address`, as other machines would write them in `-b`: for every
+/// interface (`0.0.0.0`, `::`), each address of this machine other than
+/// loopback (and IPv6 link-local, which needs a scope); for one address, that
+/// one. Empty when bound to every interface of a machine with no network
+/// address.
+pub fn reachable_addresses(bind_address: &str) -> Vec<IpAddr> {
+    let wildcard: Option<IpAddr> = bind_address.parse().ok().filter(IpAddr::is_unspecified);
+    let Some(wildcard) = wildcard else {
+        return bind_address.parse().into_iter().collect();
+    };
+    let interfaces = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            tracing::debug!("cannot list this machine's addresses: {e}");
+            return Vec::new();
+        }
+    };
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for ip in interfaces.iter().map(if_addrs::Interface::ip) {
+        let usable = match ip {
+            IpAddr::V4(v4) => !v4.is_loopback(),
+            // An IPv6 socket bound to `::` takes IPv4 too, not the reverse.
+            IpAddr::V6(v6) => {
+                wildcard.is_ipv6() && !v6.is_loopback() && !v6.is_unicast_link_local()
+            }
+        };
+        if usable && !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
+    }
+    addresses
+}
+
+/// The banner for a backplane bound to `bind_address` and reachable at
+/// `addresses` (pure, for [`Backplane::banner`]).
+fn banner_text(
+    name: &str,
+    bind_address: &str,
+    addresses: &[IpAddr],
+    publisher_port: u16,
+    subscriber_port: u16,
+) -> String {
+    let name = if name.is_empty() {
+        String::new()
+    } else {
+        format!("{name} ")
+    };
+    let rule = "*".repeat(42);
+    let mut text = format!("{rule}\n");
+    let local = |text: &mut String, address: &str, why: &str| {
+        text.push_str(&format!(
+            "{name}Backplane IP address: {address} (this machine only{why})\n"
+        ));
+    };
+    match addresses {
+        [] => local(&mut text, "127.0.0.1", ": it has no network address"),
+        [one] if one.is_loopback() => local(&mut text, bind_address, ""),
+        _ => {
+            for address in addresses {
+                text.push_str(&format!("{name}Backplane IP address: {address}\n"));
+            }
+        }
+    }
+    text.push_str(&format!(
+        "Subscriber Port = {subscriber_port}\nPublisher  Port = {publisher_port}\n{rule}"
+    ));
+    text
 }
 
 /// The ZeroMQ endpoint for an address and port (port 0: any free port).
@@ -309,10 +509,12 @@ struct Forwarder {
     grace: Duration,
     unlogged_overflows: u64,
     last_overflow_log: Option<Instant>,
+    /// Whether handover requests are granted.
+    gives_way: bool,
 }
 
 impl Forwarder {
-    fn run(&mut self, wake: &Wake, stop: &AtomicBool) {
+    fn run(&mut self, wake: &Wake, stop: &AtomicBool) -> Ending {
         loop {
             let (published, subscribed, woken) = {
                 // While a message is held for a full subscriber, read nothing
@@ -337,7 +539,7 @@ impl Forwarder {
                 if let Err(e) = zmq::poll(&mut items, timeout) {
                     if e != zmq::Error::EINTR {
                         tracing::error!("backplane poll failed: {e}");
-                        return;
+                        return Ending::Failed;
                     }
                 }
                 (
@@ -349,11 +551,13 @@ impl Forwarder {
             if woken {
                 wake.woke();
                 if stop.load(Ordering::SeqCst) {
-                    return;
+                    return Ending::Stopped;
                 }
             }
             if subscribed {
-                self.forward_subscriptions();
+                if let Some(pid) = self.forward_subscriptions() {
+                    return Ending::HandedOver { pid };
+                }
             }
             if published || self.held {
                 self.forward_messages();
@@ -363,16 +567,28 @@ impl Forwarder {
     }
 
     /// Subscriptions travel from subscribers (XPUB side) to publishers.
-    fn forward_subscriptions(&mut self) {
+    /// Returns the process to hand the ports to, when one asked and this
+    /// backplane gives way.
+    fn forward_subscriptions(&mut self) -> Option<u32> {
         for _ in 0..BATCH {
             let msg = match self.xpub.recv_msg(zmq::DONTWAIT) {
                 Ok(msg) => msg,
-                Err(zmq::Error::EAGAIN) => return,
+                Err(zmq::Error::EAGAIN) => return None,
                 Err(e) => {
                     tracing::warn!("reading a subscription failed: {e}");
-                    return;
+                    return None;
                 }
             };
+            if let Some((&kind, topic)) = msg.split_first() {
+                if handover::is_request(topic) {
+                    if kind == 1 {
+                        if let Some(pid) = self.answer_handover(topic) {
+                            return Some(pid);
+                        }
+                    }
+                    continue;
+                }
+            }
             match msg.first() {
                 Some(1) => {
                     self.counters.topics.fetch_add(1, Ordering::Relaxed);
@@ -389,6 +605,40 @@ impl Forwarder {
             if let Err(e) = self.xsub.send(msg, 0) {
                 tracing::warn!("forwarding a subscription failed: {e}");
             }
+        }
+        None
+    }
+
+    /// Answers a handover request; the requesting process when this
+    /// backplane gives way.
+    fn answer_handover(&mut self, topic: &[u8]) -> Option<u32> {
+        let Some(pid) = handover::parse_request(topic) else {
+            tracing::debug!("ignored a malformed handover request");
+            return None;
+        };
+        let answer = Answer::of_this_process(self.gives_way).encode();
+        // The request's subscription routes the answer to the requester
+        // only. Not while a message is half sent: none is (a held message's
+        // first frame was refused).
+        let sent = self
+            .xpub
+            .send(topic, zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| self.xpub.send(answer, zmq::DONTWAIT));
+        if let Err(e) = sent {
+            tracing::warn!("answering a handover request failed: {e}");
+            return None;
+        }
+        if self.gives_way {
+            tracing::info!(
+                "handing the bus over to the backplane started by process {pid}: \
+                 the components reconnect to it"
+            );
+            Some(pid)
+        } else {
+            tracing::warn!(
+                "process {pid} tried to start a backplane on these ports; this one keeps them"
+            );
+            None
         }
     }
 
@@ -503,6 +753,40 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn banners_show_addresses_to_copy_into_dash_b() {
+        let lan: Vec<IpAddr> = vec![
+            "10.0.0.2".parse().expect("ip"),
+            "192.168.7.3".parse().expect("ip"),
+        ];
+        let rule = "*".repeat(42);
+        assert_eq!(
+            banner_text("Main", "0.0.0.0", &lan, 43124, 43125),
+            format!(
+                "{rule}\nMain Backplane IP address: 10.0.0.2\n\
+                 Main Backplane IP address: 192.168.7.3\n\
+                 Subscriber Port = 43125\nPublisher  Port = 43124\n{rule}"
+            )
+        );
+        assert_eq!(
+            banner_text("", "127.0.0.1", &["127.0.0.1".parse().expect("ip")], 1, 2),
+            format!(
+                "{rule}\nBackplane IP address: 127.0.0.1 (this machine only)\n\
+                 Subscriber Port = 2\nPublisher  Port = 1\n{rule}"
+            )
+        );
+        assert!(banner_text("", "0.0.0.0", &[], 1, 2).contains(
+            "Backplane IP address: 127.0.0.1 (this machine only: it has no network address)"
+        ));
+        assert_eq!(
+            reachable_addresses("10.1.2.3"),
+            vec!["10.1.2.3".parse::<IpAddr>().expect("ip")]
+        );
+        assert!(reachable_addresses("0.0.0.0")
+            .iter()
+            .all(|a| a.is_ipv4() && !a.is_loopback()));
+    }
 
     #[test]
     fn endpoints() {

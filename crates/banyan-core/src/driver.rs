@@ -21,7 +21,7 @@ use crate::backplane::endpoint;
 use crate::config::ClientConfig;
 use crate::envelope::{FrameReader, Message};
 use crate::error::{Error, Result};
-use crate::topic::{is_probe, probe_topic, Upstream};
+use crate::topic::{is_control, is_probe, probe_topic, Upstream};
 use crate::wake::Wake;
 use crate::zmq_ext::set_xpub_nodrop;
 
@@ -391,9 +391,11 @@ impl Driver {
             if !self.read_frames(&mut frames) {
                 break;
             }
-            if let Some(topic) = frames.first().filter(|t| is_probe(t)) {
-                let topic = topic.to_vec();
-                self.probe_returned(&topic);
+            if let Some(topic) = frames.first().filter(|t| is_control(t)) {
+                if is_probe(topic) {
+                    let topic = topic.to_vec();
+                    self.probe_returned(&topic);
+                }
                 continue;
             }
             match self.reader.read(&frames) {

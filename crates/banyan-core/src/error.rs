@@ -144,6 +144,23 @@ pub enum Error {
         subscriber_port: u16,
     },
 
+    /// The ports are held by a backplane started on purpose, which keeps
+    /// them (only an on-demand backplane hands its ports over).
+    #[error(
+        "a backplane is already running on ports {publisher_port}/{subscriber_port} \
+         (process {pid}, {name}); this one exits"
+    )]
+    BackplaneRunning {
+        /// Its process id.
+        pid: u32,
+        /// Its process's name.
+        name: String,
+        /// The publisher port.
+        publisher_port: u16,
+        /// The subscriber port.
+        subscriber_port: u16,
+    },
+
     /// The backplane did not confirm a subscription within the timeout.
     #[error("the backplane did not confirm the subscription to {topic:?} within {timeout:?}")]
     SubscriptionUnconfirmed {
@@ -168,6 +185,13 @@ pub enum Error {
     /// An operating-system I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether this is a bind that failed because the port is taken.
+    pub fn is_address_in_use(&self) -> bool {
+        matches!(self, Error::Bind { source, .. } if *source == zmq::Error::EADDRINUSE)
+    }
 }
 
 /// `Result` with [`Error`].

@@ -71,6 +71,7 @@ mod config;
 mod driver;
 pub mod envelope;
 pub mod error;
+pub mod handover;
 pub mod json;
 pub mod monitor;
 mod numpy;
@@ -80,7 +81,7 @@ mod wake;
 mod zmq_ext;
 
 pub use attach::{attach, Attached};
-pub use backplane::{Backplane, BackplaneConfig, BackplaneStats};
+pub use backplane::{Backplane, BackplaneConfig, BackplaneStats, Ending};
 pub use client::{Client, ClientConfig, Messages};
 pub use envelope::Message;
 pub use error::{Error, Result};

@@ -5,6 +5,10 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
+/// The marker that starts every topic the bus uses for itself: the clients'
+/// probes and the backplanes' handover requests ([`crate::handover`]).
+const CONTROL_PREFIX: &[u8] = b"\x01banyan-";
+
 /// The marker that starts every probe topic. A control character keeps it
 /// out of the way of any topic a person would choose; nothing is ever
 /// published on a probe topic.
@@ -15,6 +19,12 @@ pub(crate) fn probe_topic(base: &str, seq: u64) -> Vec<u8> {
     let mut topic = PROBE_PREFIX.to_vec();
     topic.extend_from_slice(format!("{base}/{seq}").as_bytes());
     topic
+}
+
+/// Whether a topic is one the bus uses for itself; messages on such topics
+/// are never handed to a [`Messages`](crate::Messages) stream.
+pub(crate) fn is_control(topic: &[u8]) -> bool {
+    topic.starts_with(CONTROL_PREFIX)
 }
 
 /// Whether a subscription is one of the clients' probes.
@@ -75,6 +85,9 @@ mod tests {
         let b = probe_topic("12-0-5", 2);
         assert_ne!(a, b);
         assert!(is_probe(&a));
+        assert!(is_control(&a));
+        assert!(is_control(&crate::handover::request_topic(1, 2)));
+        assert!(!is_control(b"to_banyan"));
         assert!(!is_probe(b"to_banyan"));
         assert!(!is_probe(b""));
     }
