@@ -47,6 +47,11 @@ struct Args {
     /// accepted for python-banyan compatibility and ignored (default 0.001)
     #[argh(option, short = 't', default = "0.001")]
     loop_time: f64,
+    /// started by a component that found no backplane: hand the ports to a
+    /// backplane started later, and stop once no component has been
+    /// connected for 5 s
+    #[argh(switch)]
+    on_demand: bool,
 }
 
 impl cli::Flags for Args {}
@@ -72,7 +77,11 @@ async fn main() -> ExitCode {
         high_water_mark: args.high_water_mark,
         subscriber_high_water_mark: args.subscriber_high_water_mark,
         slow_subscriber_grace: args.stall_grace,
-        ..BackplaneConfig::default()
+        ..if args.on_demand {
+            banyan_core::backplane::on_demand(args.publisher_port, args.subscriber_port)
+        } else {
+            BackplaneConfig::default()
+        }
     };
     let shutdown = cli::cancel_on_signal();
     // Ports held by a backplane a component started on demand are taken over.

@@ -603,7 +603,10 @@ pub async fn serve<G: Gateway>(
         subscriber_port: bus.subscriber_port,
         ..banyan_core::ClientConfig::default()
     };
-    let attached = match banyan_core::attach(bus.backplane_address(), config).await {
+    // A backplane started on demand runs as the `backplane` beside us, so
+    // that python components find it.
+    let hosting = banyan_core::Hosting::sibling();
+    let attached = match banyan_core::attach_with(bus.backplane_address(), config, &hosting).await {
         Ok(attached) => attached,
         Err(e) => return fail(e),
     };

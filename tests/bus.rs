@@ -10,6 +10,7 @@ use banyan_core::{envelope, ClientConfig, Message};
 use crate::util::*;
 
 mod hosting;
+mod lan;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -398,7 +399,7 @@ async fn monitor_filters_topics() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn executables_without_a_backplane_host_one() {
+async fn executables_without_a_backplane_start_one() {
     let (publisher_port, subscriber_port) = (free_port(), free_port());
     let ports = [
         "-p".to_owned(),
@@ -407,9 +408,12 @@ async fn executables_without_a_backplane_host_one() {
         subscriber_port.to_string(),
     ];
     let mut monitor = Proc::spawn("monitor", Command::new(exe("monitor")).args(&ports));
-    monitor
-        .wait_for_text("No backplane was running: hosting one in this process (127.0.0.1 only)")
-        .await;
+    // The `backplane` beside the monitor, as a process of its own.
+    let _backplane = StartedBy::from_line(
+        &monitor
+            .wait_for_text("No backplane was running: started one as process")
+            .await,
+    );
     monitor.wait_for_text("*****").await;
     // A second component finds the hosted backplane instead of starting one.
     let mut echo = Proc::spawn(

@@ -270,6 +270,32 @@ impl Drop for Proc {
     }
 }
 
+/// A process a component of the test started (the backplane it started on
+/// demand), ended by its PID when dropped, if it still runs.
+pub(crate) struct StartedBy(pub(crate) u32);
+
+impl StartedBy {
+    /// The process named in a line such as `... started one as process 123, ...`.
+    pub(crate) fn from_line(line: &str) -> StartedBy {
+        let pid = line
+            .split("as process ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no process id in {line:?}"));
+        StartedBy(pid)
+    }
+}
+
+impl Drop for StartedBy {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A running `backplane` executable on free ports of 127.0.0.1.
 pub(crate) struct BackplaneProc {
     pub(crate) proc: Proc,

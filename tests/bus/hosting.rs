@@ -83,14 +83,10 @@ async fn a_backplane_takes_the_bus_over_from_the_monitor_that_hosts_it() {
         .wait_for("the message before the move", |l| l == r#"before "hosted""#)
         .await;
 
-    let bp = BackplaneProc::start_on(publisher_port, subscriber_port, &[]).await;
-    assert!(
-        bp.proc
-            .output()
-            .contains("took the bus over from the on-demand backplane of process"),
-        "the backplane did not say it took over:\n{}",
-        bp.proc.output()
-    );
+    let mut bp = BackplaneProc::start_on(publisher_port, subscriber_port, &[]).await;
+    bp.proc
+        .expect_text("took the bus over from the on-demand backplane of process")
+        .await;
     monitor
         .expect_text(&format!(
             "handing the bus over to the backplane started by process {}",

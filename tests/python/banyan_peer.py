@@ -13,6 +13,9 @@ Usage:
     banyan_peer.py echo      -b ADDR -p PUB_PORT -s SUB_PORT --topic IN --reply OUT
                              [--count N] [--numpy]
     common options: [-n NAME] [--no-probe]
+    -b ADDR may be left out: python-banyan then finds the backplane itself (a
+    process whose command line contains "backplane", at this machine's LAN
+    address).
 
 Modes:
     pub        Prints READY, then reads stdin until EOF, one MessagePack value per
@@ -277,8 +280,9 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Usage:", 1)[1])
     parser.add_argument("mode", choices=["pub", "pub-numpy", "sub", "echo"])
-    parser.add_argument("-b", dest="back_plane_ip_address", required=True,
-                        help="backplane IP address (tests use 127.0.0.1)")
+    parser.add_argument("-b", dest="back_plane_ip_address", default=None,
+                        help="backplane IP address (tests use 127.0.0.1; default: "
+                             "python-banyan's own discovery)")
     parser.add_argument("-p", dest="publisher_port", required=True,
                         help="backplane publisher port (components' PUB connect here)")
     parser.add_argument("-s", dest="subscriber_port", required=True,

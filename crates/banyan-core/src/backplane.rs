@@ -16,6 +16,7 @@
 //! ports to a backplane started later on purpose; see [`crate::handover`] and
 //! [`Backplane::bind_or_take_over`].
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +45,25 @@ pub const DEFAULT_HIGH_WATER_MARK: i32 = 200_000;
 /// this queue and half of its client's, 16,384 messages in 250 ms, about
 /// 65,000 messages/s).
 pub const DEFAULT_SUBSCRIBER_HIGH_WATER_MARK: i32 = 16_384;
+
+/// How long a backplane process started on demand keeps running with no
+/// component connected: long enough for a component to restart, short
+/// enough that it does not linger once everyone has left.
+pub const ON_DEMAND_IDLE_EXIT: Duration = Duration::from_secs(5);
+
+/// The configuration of a backplane process started on demand by a
+/// component that found none (`backplane --on-demand`): every interface, as
+/// python-banyan's backplane, so python components without `-b` find it;
+/// gives way to a backplane started later; stops once idle.
+pub fn on_demand(publisher_port: u16, subscriber_port: u16) -> BackplaneConfig {
+    BackplaneConfig {
+        publisher_port,
+        subscriber_port,
+        gives_way: true,
+        idle_exit: Some(ON_DEMAND_IDLE_EXIT),
+        ..BackplaneConfig::default()
+    }
+}
 
 /// How long closing sockets may still flush queued messages.
 const LINGER_MS: i32 = 500;
@@ -94,6 +114,10 @@ pub struct BackplaneConfig {
     /// found none: it then gives its ports to a backplane that asks for them
     /// (see [`crate::handover`]). One started on purpose keeps them.
     pub gives_way: bool,
+    /// Stop once no component has been connected for this long (a backplane
+    /// process started on demand, which nobody else would stop); `None`:
+    /// run until shut down.
+    pub idle_exit: Option<Duration>,
 }
 
 impl Default for BackplaneConfig {
@@ -106,6 +130,7 @@ impl Default for BackplaneConfig {
             subscriber_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
             slow_subscriber_grace: DEFAULT_SLOW_SUBSCRIBER_GRACE,
             gives_way: false,
+            idle_exit: None,
         }
     }
 }
@@ -121,6 +146,8 @@ pub enum Ending {
         /// The process the ports went to.
         pid: u32,
     },
+    /// No component was connected for [`BackplaneConfig::idle_exit`].
+    Idle,
     /// Its forwarding loop failed (logged).
     Failed,
 }
@@ -192,6 +219,10 @@ impl Backplane {
 
         let grace = config.slow_subscriber_grace;
         let gives_way = config.gives_way;
+        let idle = config
+            .idle_exit
+            .map(|after| IdleWatch::new(&context, [&xsub, &xpub], after))
+            .transpose()?;
         let wake = Arc::new(Wake::new()?);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -212,6 +243,7 @@ impl Backplane {
                         unlogged_overflows: 0,
                         last_overflow_log: None,
                         gives_way,
+                        idle,
                     };
                     let ending = forwarder.run(&wake, &stop);
                     // Sockets close before the context, which then waits at most
@@ -511,6 +543,79 @@ struct Forwarder {
     last_overflow_log: Option<Instant>,
     /// Whether handover requests are granted.
     gives_way: bool,
+    /// Watches the connections, for [`BackplaneConfig::idle_exit`].
+    idle: Option<IdleWatch>,
+}
+
+/// Counts the connections of a backplane's two sockets, from the socket
+/// monitors' events, to tell when nobody has been connected for a while.
+struct IdleWatch {
+    /// The monitor of each socket (PAIR sockets receiving its events).
+    events: [zmq::Socket; 2],
+    /// The descriptors of the connections open now, per socket. A set, not
+    /// a count, so that an event seen twice cannot make it drift.
+    open: [HashSet<u32>; 2],
+    idle_since: Option<Instant>,
+    after: Duration,
+}
+
+impl IdleWatch {
+    fn new(context: &zmq::Context, sockets: [&zmq::Socket; 2], after: Duration) -> Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let kinds = zmq::SocketEvent::ACCEPTED.to_raw() as i32
+            | zmq::SocketEvent::DISCONNECTED.to_raw() as i32;
+        let mut events = Vec::with_capacity(2);
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let endpoint = format!("inproc://banyan-backplane-{}-{n}-{i}", std::process::id());
+            socket.monitor(&endpoint, kinds)?;
+            let pair = context.socket(zmq::PAIR)?;
+            pair.set_linger(0)?;
+            pair.connect(&endpoint)?;
+            events.push(pair);
+        }
+        let events: [zmq::Socket; 2] = events
+            .try_into()
+            .map_err(|_| Error::Zmq(zmq::Error::EINVAL))?;
+        Ok(IdleWatch {
+            events,
+            open: [HashSet::new(), HashSet::new()],
+            idle_since: Some(Instant::now()),
+            after,
+        })
+    }
+
+    /// Takes the events that arrived; whether nobody has been connected for
+    /// long enough.
+    fn idle(&mut self, now: Instant) -> bool {
+        for (events, open) in self.events.iter().zip(&mut self.open) {
+            while let Ok(frames) = events.recv_multipart(zmq::DONTWAIT) {
+                // The first frame is the event (u16) and its value (u32, the
+                // descriptor here), in the machine's byte order.
+                let Some(head) = frames.first().filter(|f| f.len() >= 6) else {
+                    continue;
+                };
+                let event = u16::from_ne_bytes([head[0], head[1]]);
+                let fd = u32::from_ne_bytes([head[2], head[3], head[4], head[5]]);
+                if event == zmq::SocketEvent::ACCEPTED.to_raw() {
+                    open.insert(fd);
+                } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
+                    open.remove(&fd);
+                }
+            }
+        }
+        if self.open.iter().all(HashSet::is_empty) {
+            let since = *self.idle_since.get_or_insert(now);
+            now.duration_since(since) >= self.after
+        } else {
+            self.idle_since = None;
+            false
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.idle_since.map(|since| since + self.after)
+    }
 }
 
 impl Forwarder {
@@ -524,18 +629,26 @@ impl Forwarder {
                 } else {
                     zmq::POLLIN
                 };
-                let mut items = [
+                let mut items = vec![
                     self.xsub.as_poll_item(publisher_events),
                     self.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
                 ];
-                let timeout = if self.held {
+                if let Some(idle) = &self.idle {
+                    items.extend(idle.events.iter().map(|e| e.as_poll_item(zmq::POLLIN)));
+                }
+                let mut timeout = if self.held {
                     RETRY_INTERVAL.as_millis() as i64
                 } else if self.unlogged_overflows > 0 {
                     OVERFLOW_LOG_INTERVAL.as_millis() as i64
                 } else {
                     -1
                 };
+                if let Some(deadline) = self.idle.as_ref().and_then(IdleWatch::deadline) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = left.as_millis() as i64 + 1;
+                    timeout = if timeout < 0 { left } else { timeout.min(left) };
+                }
                 if let Err(e) = zmq::poll(&mut items, timeout) {
                     if e != zmq::Error::EINTR {
                         tracing::error!("backplane poll failed: {e}");
@@ -563,6 +676,15 @@ impl Forwarder {
                 self.forward_messages();
             }
             self.log_overflows();
+            if let Some(idle) = &mut self.idle {
+                if idle.idle(Instant::now()) {
+                    tracing::info!(
+                        "no component has been connected for {:?}: the on-demand backplane stops",
+                        idle.after
+                    );
+                    return Ending::Idle;
+                }
+            }
         }
     }
 

@@ -161,6 +161,15 @@ pub enum Error {
         subscriber_port: u16,
     },
 
+    /// The `backplane` executable started on demand did not start listening.
+    #[error("cannot start the backplane {path:?}: {reason}")]
+    BackplaneStart {
+        /// The executable.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The backplane did not confirm a subscription within the timeout.
     #[error("the backplane did not confirm the subscription to {topic:?} within {timeout:?}")]
     SubscriptionUnconfirmed {

@@ -80,7 +80,7 @@ mod topic;
 mod wake;
 mod zmq_ext;
 
-pub use attach::{attach, Attached};
+pub use attach::{attach, attach_with, Attached, Hosting};
 pub use backplane::{Backplane, BackplaneConfig, BackplaneStats, Ending};
 pub use client::{Client, ClientConfig, Messages};
 pub use envelope::Message;
