@@ -156,9 +156,9 @@ async fn python_components_without_b_join_the_bus_the_monitor_started() {
     assert_eq!(pong.topic(), "pong");
     assert_eq!(pong.value().expect("decodes"), payload);
     monitor
-        .wait_for("the Rust message", |l| l == r#"ping {"n": 1}"#)
+        .wait_for("the Rust message", |l| l == "ping {'n': 1}")
         .await;
     monitor
-        .wait_for("the python message", |l| l == r#"pong {"n": 1}"#)
+        .wait_for("the python message", |l| l == "pong {'n': 1}")
         .await;
 }
