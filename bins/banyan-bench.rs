@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use banyan::cli::{self, Spec};
-use banyan_bench::{chart, read_records, report, scenarios, Config, Scenario};
+use banyan_bench::{chart, read_records, report, scenarios, soak, Config, Scenario};
 
 /// Benchmarks of the Banyan bus and gateways, next to bare ZeroMQ, mosquitto
 /// and python-banyan.
@@ -23,6 +23,7 @@ struct Args {
 #[argh(subcommand)]
 enum Sub {
     Run(RunArgs),
+    Soak(SoakArgs),
     Chart(ChartArgs),
     Worker(WorkerArgs),
 }
@@ -76,6 +77,30 @@ struct RunArgs {
     json: bool,
 }
 
+/// Soak every gateway under steady traffic while peers misbehave (minutes).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "soak", help_triggers("-h", "--help"))]
+struct SoakArgs {
+    /// how long, in minutes (default 5)
+    #[argh(option)]
+    minutes: Option<u64>,
+    /// how long, in seconds (instead of --minutes)
+    #[argh(option)]
+    seconds: Option<u64>,
+    /// messages a second on each path (default 500)
+    #[argh(option, default = "500")]
+    rate: u32,
+    /// payload size in bytes, at most 200 (default 100)
+    #[argh(option, default = "100")]
+    payload: usize,
+    /// the mosquitto executable (default /usr/sbin/mosquitto)
+    #[argh(option, default = "PathBuf::from(\"/usr/sbin/mosquitto\")")]
+    mosquitto: PathBuf,
+    /// print JSON lines instead of the tables
+    #[argh(switch)]
+    json: bool,
+}
+
 /// Draw the SVG chart from JSON-line results.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "chart", help_triggers("-h", "--help"))]
@@ -109,6 +134,7 @@ fn main() -> ExitCode {
         Sub::Worker(worker) => banyan_bench::worker::run(&worker.role),
         Sub::Chart(args) => draw(&args),
         Sub::Run(args) => run(args),
+        Sub::Soak(args) => soak(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,6 +178,34 @@ fn run(args: RunArgs) -> banyan_bench::Result<()> {
     })?;
     if !json {
         print!("{}", report::table(&records));
+    }
+    Ok(())
+}
+
+fn soak(args: SoakArgs) -> banyan_bench::Result<()> {
+    let duration = match (args.minutes, args.seconds) {
+        (Some(_), Some(_)) => {
+            return Err(banyan_bench::Error::Invalid(
+                "give --minutes or --seconds, not both".to_owned(),
+            ))
+        }
+        (_, Some(seconds)) => Duration::from_secs(seconds),
+        (minutes, None) => Duration::from_secs(minutes.unwrap_or(5).saturating_mul(60)),
+    };
+    let config = soak::Config {
+        duration,
+        rate: args.rate,
+        payload: args.payload,
+        mosquitto: args.mosquitto,
+        bin_dir: banyan_bench::procs::bin_dir()?,
+    };
+    let report = soak::run(&config, |step| eprintln!("{step}"))?;
+    if args.json {
+        for line in report.json_lines() {
+            println!("{line}");
+        }
+    } else {
+        print!("{}", report.table());
     }
     Ok(())
 }

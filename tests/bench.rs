@@ -1,7 +1,8 @@
 //! Smoke run of every `banyan-bench` scenario with a tiny load, so the bench
 //! keeps working. Timings are never asserted: only that each case reports
 //! its fields, and loses nothing and keeps order at this load (every queue
-//! on the way holds more than the whole run).
+//! on the way holds more than the whole run). A five-second soak checks the
+//! soak's report and that it loses nothing outside documented causes.
 
 use std::process::Command;
 
@@ -132,4 +133,107 @@ async fn every_scenario_reports_without_loss() {
     let svg = std::fs::read_to_string(dir.join("chart.svg")).expect("chart written");
     assert_eq!(svg.matches("<rect x=\"340\"").count(), throughput.len());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How long the smoke soak may take: 5 s of traffic, start-up, the settling
+/// after its backplane restart, the drain and the stops, on a debug build.
+const SOAK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_soak_survives_a_backplane_restart_and_explains_every_loss() {
+    let mut command = Command::new(exe("banyan-bench"));
+    command.args([
+        "soak",
+        "--seconds",
+        "5",
+        "--rate",
+        "200",
+        "--json",
+        "--mosquitto",
+        mosquitto(),
+    ]);
+    let output = tokio::time::timeout(
+        SOAK_DEADLINE,
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("banyan-bench soak did not end within {SOAK_DEADLINE:?}"))
+    .expect("join")
+    .expect("banyan-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "banyan-bench soak failed: {stderr}\n{stdout}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let of = |kind: &str| -> Vec<&Value> { lines.iter().filter(|l| l["soak"] == kind).collect() };
+    let summary = of("summary");
+    let summary = summary
+        .first()
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    assert_eq!(summary["survived"], true, "{summary}\n{stderr}");
+    assert_eq!(summary["unexplained"], 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        summary["troubles"]["backplane restart"],
+        serde_json::json!([1, 1]),
+        "{summary}"
+    );
+
+    let paths = of("path");
+    let names: Vec<&str> = paths.iter().filter_map(|p| p["path"].as_str()).collect();
+    for name in [
+        "bus -> page",
+        "bus -> stalling page",
+        "page -> bus",
+        "bus -> device",
+        "device -> bus",
+        "bus -> mqtt",
+        "mqtt -> bus",
+    ] {
+        assert!(names.contains(&name), "no path {name} in {names:?}");
+    }
+    for path in paths {
+        let n = |key: &str| {
+            path[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {key}: {path}"))
+        };
+        assert!(n("sent") > 0 && n("received") > 0, "{path}");
+        assert_eq!(n("unexplained"), 0, "{path}\n{stderr}");
+        assert_eq!((n("duplicates"), n("out_of_order")), (0, 0), "{path}");
+        // Every loss has a cause, and the causes add up.
+        assert_eq!(
+            n("lost"),
+            n("outage_down") + n("outage_resume") + n("broker") + n("dropped") + n("unexplained"),
+            "{path}"
+        );
+        assert_eq!(n("sent") - n("received"), n("lost"), "{path}");
+    }
+
+    let processes = of("process");
+    for name in ["backplane", "wsgw", "tgw", "mqttgw", "mosquitto"] {
+        let process = processes
+            .iter()
+            .find(|p| p["process"] == name)
+            .unwrap_or_else(|| panic!("no memory of {name}:\n{stdout}"));
+        assert_eq!(process["alive"], true, "{process}");
+        assert!(
+            process["peak_kib"].as_u64().is_some_and(|k| k > 0),
+            "{process}"
+        );
+    }
+    let backplane = processes.iter().find(|p| p["process"] == "backplane");
+    assert_eq!(backplane.map(|p| &p["instances"]), Some(&Value::from(2)));
+    let counts = of("counts");
+    for name in ["wsgw", "tgw", "mqttgw"] {
+        let gateway = counts
+            .iter()
+            .find(|c| c["process"] == name)
+            .unwrap_or_else(|| panic!("no counts of {name}:\n{stdout}"));
+        assert!(gateway["counts"]["dropped"].is_u64(), "{gateway}");
+    }
 }

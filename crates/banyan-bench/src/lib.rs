@@ -7,7 +7,9 @@
 //! proxy, WebSocket pages, a TCP device, MQTT clients), so every part is a
 //! process of its own. Workers report in JSON lines; the orchestrator turns
 //! them into [`report::Record`]s (medians over runs), a table, JSON lines and
-//! an SVG chart ([`chart::svg`]). See `docs/benchmarks.md`.
+//! an SVG chart ([`chart::svg`]). [`soak::run`] keeps every gateway under
+//! steady traffic for minutes while peers misbehave, and accounts for every
+//! message. See `docs/benchmarks.md`.
 //!
 //! ```
 //! use banyan_bench::report::{median, table, Record, Sample};
@@ -27,6 +29,8 @@ pub mod procs;
 mod protocol;
 pub mod report;
 pub mod scenarios;
+pub mod soak;
+mod soak_peers;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -282,10 +282,21 @@ fn memory(watched: &Watched, proc: &Proc) -> (String, Memory, Memory) {
 }
 
 fn start_backplane(config: &Config) -> Result<(Proc, BusAddr)> {
+    start_backplane_on(config, 0, 0)
+}
+
+/// A backplane on 127.0.0.1 with these ports (0: it picks), and the ports
+/// its banner shows.
+pub(crate) fn start_backplane_on(
+    config: &Config,
+    publisher_port: u16,
+    subscriber_port: u16,
+) -> Result<(Proc, BusAddr)> {
     let exe = executable(&config.bin_dir, "backplane")?;
+    let (publisher, subscriber) = (publisher_port.to_string(), subscriber_port.to_string());
     let mut proc = Proc::spawn(
         "backplane",
-        Command::new(exe).args(["-a", "127.0.0.1", "-p", "0", "-s", "0"]),
+        Command::new(exe).args(["-a", "127.0.0.1", "-p", &publisher, "-s", &subscriber]),
     )?;
     let port = |line: String| -> Result<u16> {
         line.rsplit(' ')
@@ -308,7 +319,7 @@ fn start_backplane(config: &Config) -> Result<(Proc, BusAddr)> {
     ))
 }
 
-fn bus_flags(bus: &BusAddr) -> Vec<String> {
+pub(crate) fn bus_flags(bus: &BusAddr) -> Vec<String> {
     vec![
         "-b".into(),
         "127.0.0.1".into(),
@@ -319,7 +330,7 @@ fn bus_flags(bus: &BusAddr) -> Vec<String> {
     ]
 }
 
-fn start_gateway(
+pub(crate) fn start_gateway(
     config: &Config,
     name: &str,
     bus: &BusAddr,
@@ -344,14 +355,16 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-struct Mosquitto {
-    proc: Proc,
-    port: u16,
+/// A mosquitto broker on a free port of 127.0.0.1, with its own config
+/// directory (removed on drop).
+pub(crate) struct Mosquitto {
+    pub(crate) proc: Proc,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
 impl Mosquitto {
-    fn start(config: &Config) -> Result<Mosquitto> {
+    pub(crate) fn start(config: &Config) -> Result<Mosquitto> {
         if !config.mosquitto.is_file() {
             return Err(Error::MissingExecutable(config.mosquitto.clone()));
         }
@@ -376,6 +389,21 @@ impl Mosquitto {
         )?;
         proc.wait_line("that it runs", START, |l| l.contains(" running"))?;
         Ok(Mosquitto { proc, port, dir })
+    }
+
+    /// Starts the broker again on the same port and configuration. The
+    /// previous process must have ended (the caller killed it): it holds
+    /// the port until then. It is reaped here.
+    pub(crate) fn restart(&mut self, config: &Config) -> Result<()> {
+        let mut proc = Proc::spawn(
+            "mosquitto",
+            Command::new(&config.mosquitto)
+                .arg("-c")
+                .arg(self.dir.join("mosquitto.conf")),
+        )?;
+        proc.wait_line("that it runs again", START, |l| l.contains(" running"))?;
+        self.proc = proc;
+        Ok(())
     }
 }
 
