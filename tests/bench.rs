@@ -234,6 +234,6 @@ async fn a_short_soak_survives_a_backplane_restart_and_explains_every_loss() {
             .iter()
             .find(|c| c["process"] == name)
             .unwrap_or_else(|| panic!("no counts of {name}:\n{stdout}"));
-        assert!(gateway["counts"]["dropped"].is_u64(), "{gateway}");
+        assert!(gateway["counts"]["dropped_stalled"].is_u64(), "{gateway}");
     }
 }

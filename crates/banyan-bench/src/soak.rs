@@ -988,13 +988,15 @@ fn account(
             )
         })
         .collect();
-    // A gateway's `dropped` explains its peers' losses up to that count.
+    // A gateway's queue drops (`dropped_away`, `dropped_stalled`) explain
+    // its peers' losses up to that count.
     let mut budget: BTreeMap<&str, u64> = counts
         .iter()
         .map(|c| {
+            let count = |name| c.counts.get(name).copied().unwrap_or(0);
             (
                 c.process.as_str(),
-                c.counts.get("dropped").copied().unwrap_or(0),
+                count("dropped_away") + count("dropped_stalled"),
             )
         })
         .collect();
