@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use banyan::cli::{self, Alias, Spec};
 use banyan_core::backplane::{
     BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_SLOW_SUBSCRIBER_GRACE,
     DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
 };
 use banyan_core::Backplane;
+use banyan_rs::cli::{self, Alias, Spec};
 
 /// The Banyan backplane: every component publishes to its publisher port and
 /// subscribes from its subscriber port.

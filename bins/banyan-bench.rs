@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use banyan::cli::{self, Spec};
 use banyan_bench::{chart, read_records, report, scenarios, soak, Config, Scenario};
+use banyan_rs::cli::{self, Spec};
 
 /// Benchmarks of the Banyan bus and gateways, next to bare ZeroMQ, mosquitto
 /// and python-banyan.

@@ -273,8 +273,8 @@ pub fn show_duration(duration: Duration) -> String {
 /// * `metrics;` adds `--metrics ADDR:PORT`, served by [`serve`].
 ///
 /// ```text
-/// banyan::component_args! {
-///     queue: tcp_gateway::config::DEFAULT_QUEUE;
+/// banyan_rs::component_args! {
+///     queue: banyan_tcp_gateway::config::DEFAULT_QUEUE;
 ///     reconnect: banyan_gateway::Reconnect::default();
 ///     /// What the executable does.
 ///     struct Args {

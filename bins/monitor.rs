@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use banyan::cli::{self, Spec};
-use banyan::component::Monitor;
 use banyan_core::monitor::{MonitorConfig, MonitorFormat};
+use banyan_rs::cli::{self, Spec};
+use banyan_rs::component::Monitor;
 
-banyan::component_args! {
+banyan_rs::component_args! {
     /// Prints every message on the Banyan bus as `topic payload`.
     struct Args {
         /// "True" to show msgpack-numpy arrays as arrays (default False)

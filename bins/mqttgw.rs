@@ -5,17 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use banyan::cli::{self, Alias, Spec};
 use banyan_gateway::Reconnect;
-use mqtt_gateway::codec::DEFAULT_MAX_PAYLOAD;
-use mqtt_gateway::config::{DEFAULT_KEEP_ALIVE, DEFAULT_QUEUE};
-use mqtt_gateway::{Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig, TopicMatch};
+use banyan_mqtt_gateway::codec::DEFAULT_MAX_PAYLOAD;
+use banyan_mqtt_gateway::config::{DEFAULT_KEEP_ALIVE, DEFAULT_QUEUE};
+use banyan_mqtt_gateway::{
+    Config, Credentials, Gateway, PayloadFormat, QoS, TlsConfig, TopicMatch,
+};
+use banyan_rs::cli::{self, Alias, Spec};
 
 /// The environment variable read for the broker password when
 /// `--password-env` is not given.
 const DEFAULT_PASSWORD_ENV: &str = "MQTTGW_PASSWORD";
 
-banyan::component_args! {
+banyan_rs::component_args! {
     queue: DEFAULT_QUEUE;
     reconnect: Reconnect::default();
     metrics;

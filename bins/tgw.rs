@@ -4,15 +4,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use banyan::cli::{self, Alias, Spec};
 use banyan_gateway::Reconnect;
-use tcp_gateway::config::{
+use banyan_rs::cli::{self, Alias, Spec};
+use banyan_tcp_gateway::config::{
     TopicMatch, DEFAULT_KEEPALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_NAME, DEFAULT_PORT,
     DEFAULT_PUBLISH_TOPIC, DEFAULT_QUEUE, DEFAULT_TOPIC,
 };
-use tcp_gateway::{Config, PrefixWidth};
+use banyan_tcp_gateway::{Config, PrefixWidth};
 
-banyan::component_args! {
+banyan_rs::component_args! {
     queue: DEFAULT_QUEUE;
     reconnect: Reconnect::default();
     metrics;
@@ -86,7 +86,9 @@ const SPEC: Spec = Spec {
 };
 
 fn prefix_width(value: &str) -> Result<PrefixWidth, String> {
-    value.parse().map_err(|e: tcp_gateway::Error| e.to_string())
+    value
+        .parse()
+        .map_err(|e: banyan_tcp_gateway::Error| e.to_string())
 }
 
 fn config(args: &Args) -> Config {
@@ -116,6 +118,6 @@ async fn main() -> ExitCode {
     let args: Args = cli::parse(&SPEC);
     cli::init_logging();
     let _ = &args.event_loop;
-    let gateway = tcp_gateway::Gateway::new(config(&args));
+    let gateway = banyan_tcp_gateway::Gateway::new(config(&args));
     cli::serve(&args.name, &args, gateway).await
 }

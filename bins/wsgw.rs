@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use banyan::cli::{self, Alias, Spec};
-use ws_gateway::config::{
+use banyan_rs::cli::{self, Alias, Spec};
+use banyan_ws_gateway::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING,
     DEFAULT_PORT, DEFAULT_QUEUE,
 };
 
-banyan::component_args! {
+banyan_rs::component_args! {
     queue: DEFAULT_QUEUE;
     /// Connects web pages (such as the OneGPIO pages and the Scratch 3
     /// OneGPIO editor) to the Banyan bus over WebSocket: a page's first
@@ -77,7 +77,7 @@ const SPEC: Spec = Spec {
     }],
 };
 
-fn config(args: &Args) -> ws_gateway::Config {
+fn config(args: &Args) -> banyan_ws_gateway::Config {
     let port = match (args.port, args.server_port) {
         (Some(w), Some(i)) if w != i => cli::usage_error(
             &cli::command(),
@@ -85,7 +85,7 @@ fn config(args: &Args) -> ws_gateway::Config {
         ),
         (w, i) => w.or(i).unwrap_or(DEFAULT_PORT),
     };
-    ws_gateway::Config {
+    banyan_ws_gateway::Config {
         address: args.address.clone(),
         port,
         allowed_origins: cli::split_list(&args.allow_origin),
@@ -96,7 +96,7 @@ fn config(args: &Args) -> ws_gateway::Config {
         max_pending: args.max_pending,
         handshake_timeout: args.handshake_timeout,
         held_topics: cli::split_list(&args.subscription_list),
-        ..ws_gateway::Config::default()
+        ..banyan_ws_gateway::Config::default()
     }
 }
 
@@ -121,7 +121,7 @@ async fn main() -> ExitCode {
     } else {
         cli::init_logging();
     }
-    let gateway = ws_gateway::Gateway::new(config(&args));
+    let gateway = banyan_ws_gateway::Gateway::new(config(&args));
     // s3-extend's launchers start the backplane and wsgw at the same moment.
     cli::wait_for_starting_backplane(&cli::Component::bus_flags(&args)).await;
     cli::serve(&args.name, &args, gateway).await

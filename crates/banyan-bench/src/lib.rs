@@ -21,6 +21,11 @@
 //! assert!(banyan_bench::chart::svg(&[record], "bus").starts_with("<svg"));
 //! ```
 
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 pub mod chart;
 pub mod codec;
 mod error;

@@ -24,7 +24,7 @@
 //! # Example
 //!
 //! ```
-//! use mqtt_gateway::{Config, Gateway, TopicMatch};
+//! use banyan_mqtt_gateway::{Config, Gateway, TopicMatch};
 //!
 //! // bus `to_motor` <-> MQTT `banyan/to_motor`, MQTT `banyan/#` subscribed:
 //! // every bus topic starting with `to_` goes to MQTT.
@@ -42,7 +42,7 @@
 //! assert_eq!(routes.to_mqtt("to_motor")?, "banyan/to_motor");
 //! assert_eq!(routes.to_bus("banyan/from_sensor")?, "from_sensor");
 //! assert_eq!(routes.mqtt_subscriptions(), ["banyan/#"]);
-//! # Ok::<(), mqtt_gateway::Error>(())
+//! # Ok::<(), banyan_mqtt_gateway::Error>(())
 //! ```
 //!
 //! Running it needs a bus and a broker:
@@ -50,7 +50,7 @@
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use banyan_gateway::{Bus, CancellationToken, Gateway as _};
-//! use mqtt_gateway::{Config, Gateway};
+//! use banyan_mqtt_gateway::{Config, Gateway};
 //!
 //! let bus = banyan_core::attach(None, banyan_core::ClientConfig::default()).await?;
 //! let gateway = Gateway::new(Config::default())?;
@@ -68,6 +68,11 @@
 //! ```
 
 pub mod codec;
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 pub mod config;
 mod connection;
 pub mod error;

@@ -47,15 +47,15 @@
 //!     ..ClientConfig::default()
 //! };
 //! let device = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let config = tcp_gateway::Config {
+//! let config = banyan_tcp_gateway::Config {
 //!     server: "127.0.0.1".into(),
 //!     port: device.local_addr()?.port(),
 //!     topics: vec!["to_pico".into()],
 //!     publish_topic: "from_pico".into(),
-//!     ..tcp_gateway::Config::default()
+//!     ..banyan_tcp_gateway::Config::default()
 //! };
 //!
-//! let gateway = tcp_gateway::Gateway::new(config)?;
+//! let gateway = banyan_tcp_gateway::Gateway::new(config)?;
 //! let (client, messages) = Client::connect(&bus).await?;
 //! gateway.subscribe(&client).await?;
 //! let token = CancellationToken::new();
@@ -78,6 +78,11 @@
 //! # Ok(())
 //! # }
 //! ```
+
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 
 pub mod config;
 pub mod error;

@@ -46,9 +46,9 @@
 //!     subscriber_port: backplane.subscriber_port(),
 //!     ..ClientConfig::default()
 //! };
-//! let gateway = ws_gateway::Gateway::new(ws_gateway::Config {
+//! let gateway = banyan_ws_gateway::Gateway::new(banyan_ws_gateway::Config {
 //!     port: 0,
-//!     ..ws_gateway::Config::default()
+//!     ..banyan_ws_gateway::Config::default()
 //! })?;
 //! let address = gateway.local_addr();
 //! let (client, messages) = Client::connect(&bus_config).await?;
@@ -89,6 +89,11 @@
 //! # Ok(())
 //! # }
 //! ```
+
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 
 pub mod config;
 pub mod error;
