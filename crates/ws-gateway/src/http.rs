@@ -177,3 +177,58 @@ mod tests {
         drop(writer.await.expect("writer"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a connection sends first, reading its head never panics
+        /// and never accepts more than the bound.
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            match parse(&bytes) {
+                Ok(_) | Err(BadHead::Malformed(_)) => {}
+                Err(BadHead::TooLarge) => prop_assert!(bytes.len() >= MAX_HEAD),
+                Err(BadHead::Ended) => prop_assert!(false, "parse never says ended"),
+            }
+        }
+
+        /// Requests of any method, path and headers are classified by their
+        /// method and Upgrade header alone.
+        #[test]
+        fn requests_are_classified(
+            method in "[A-Z]{1,8}",
+            path in "/[a-zA-Z0-9/._-]{0,40}",
+            upgrade in any::<bool>(),
+            extra in prop::collection::vec(("[A-Za-z-]{1,16}", "[ -~]{0,40}"), 0..6),
+        ) {
+            let mut head = format!("{method} {path}?q=1 HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n");
+            if upgrade {
+                head.push_str("Connection: Upgrade\r\nUpgrade: websocket\r\n");
+            }
+            for (name, value) in &extra {
+                if !name.eq_ignore_ascii_case("upgrade") {
+                    head.push_str(&format!("{name}: {}\r\n", value.trim()));
+                }
+            }
+            head.push_str("\r\n");
+            let asked = parse(head.as_bytes());
+            let expected = if method != "GET" {
+                Asked::Other(method.clone())
+            } else if upgrade {
+                Asked::Upgrade { path: path.clone() }
+            } else {
+                Asked::Get { path: path.clone() }
+            };
+            // A header block over the parser's 64 slots is refused, not
+            // misread.
+            if let Ok(Some(asked)) = asked {
+                prop_assert_eq!(asked, expected);
+            }
+        }
+    }
+}
+

@@ -292,3 +292,42 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// A page's first message and its commands, whatever their text:
+        /// parsed or refused with a typed error, never a panic; an id that
+        /// parses gives a reply topic.
+        #[test]
+        fn any_text_from_a_page_is_parsed_or_refused(text in any::<String>()) {
+            if let Ok(id) = parse_hello(&text) {
+                prop_assert!(!id.is_empty());
+                let reply = reply_topic(&id);
+                prop_assert!(reply == id || reply.starts_with("from"));
+            }
+            let _ = parse_command(&text);
+        }
+
+        /// Texts made of JSON's own characters reach the parsers' deeper
+        /// paths.
+        #[test]
+        fn json_like_texts_are_parsed_or_refused(text in r#"[\[\]{}:,"0-9a-z.eE+\- \\]{0,64}"#) {
+            let _ = parse_hello(&text);
+            let _ = parse_command(&text);
+            let wrapped = format!(r#"{{"id": {text}}}"#);
+            let _ = parse_hello(&wrapped);
+        }
+
+        /// Any bus payload becomes JSON text for pages or a typed error.
+        #[test]
+        fn any_bus_payload_converts_or_is_refused(payload in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = bus_to_json_in(&payload, &chrono::Utc);
+        }
+    }
+}
+
