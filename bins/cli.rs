@@ -502,7 +502,7 @@ pub const STARTING_BACKPLANE: Duration = Duration::from_secs(3);
 /// (and the launcher with it); or find one port bound and not yet the other,
 /// and refuse to start. python's components look for a process named
 /// `backplane` too (and fail without one).
-pub async fn wait_for_starting_backplane(bus: &BusFlags) {
+async fn wait_for_starting_backplane(bus: &BusFlags) {
     if bus.backplane_address().is_some() || !backplane_process_runs() {
         return;
     }
@@ -598,6 +598,8 @@ pub async fn serve<G: Gateway>(
         None => None,
     };
     let bus = flags.bus_flags();
+    // Launchers (s3-extend's) start `backplane` and a component at once.
+    wait_for_starting_backplane(&bus).await;
     let config = banyan_core::ClientConfig {
         publisher_port: bus.publisher_port,
         subscriber_port: bus.subscriber_port,

@@ -122,7 +122,5 @@ async fn main() -> ExitCode {
         cli::init_logging();
     }
     let gateway = banyan_ws_gateway::Gateway::new(config(&args));
-    // s3-extend's launchers start the backplane and wsgw at the same moment.
-    cli::wait_for_starting_backplane(&cli::Component::bus_flags(&args)).await;
     cli::serve(&args.name, &args, gateway).await
 }
