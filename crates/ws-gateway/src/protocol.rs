@@ -330,4 +330,3 @@ mod properties {
         }
     }
 }
-
