@@ -8,7 +8,9 @@ use banyan_core::backplane::{
     BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_SLOW_SUBSCRIBER_GRACE,
     DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
 };
-use banyan_core::Backplane;
+use banyan_core::{Backplane, BackplaneStats};
+use banyan_gateway::metrics::{self, Kind, Metric};
+use banyan_gateway::Registry;
 use banyan_rs::cli::{self, Alias, Spec};
 
 /// The Banyan backplane: every component publishes to its publisher port and
@@ -52,6 +54,10 @@ struct Args {
     /// connected for 5 s
     #[argh(switch)]
     on_demand: bool,
+    /// serve Prometheus metrics at http://ADDR:PORT/metrics, e.g.
+    /// 127.0.0.1:9464 (port 0: any free port, shown at start; default: off)
+    #[argh(option)]
+    metrics: Option<String>,
 }
 
 impl cli::Flags for Args {}
@@ -83,6 +89,15 @@ async fn main() -> ExitCode {
             BackplaneConfig::default()
         }
     };
+    // Bound first, so that an address in use is a usage error before the
+    // bus ports are taken.
+    let metrics_listener = match &args.metrics {
+        Some(address) => match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => Some(listener),
+            Err(e) => cli::usage_error(&cli::command(), format!("--metrics {address}: {e}")),
+        },
+        None => None,
+    };
     let shutdown = cli::cancel_on_signal();
     // Ports held by a backplane a component started on demand are taken over.
     let backplane = match Backplane::bind_or_take_over(&config) {
@@ -90,11 +105,53 @@ async fn main() -> ExitCode {
         Err(e) => return cli::fail(e),
     };
     println!("{}", backplane.banner(&args.name));
+    if let Some(listener) = metrics_listener {
+        match listener.local_addr() {
+            Ok(address) => println!("Metrics on http://{address}/metrics"),
+            Err(e) => tracing::warn!("the metrics address: {e}"),
+        }
+        let registry = Registry::default();
+        let stats = backplane.stats_handle();
+        registry.register(move |out| out.extend(backplane_metrics(&stats.stats())));
+        tokio::spawn(metrics::serve(listener, registry, shutdown.clone()));
+    }
     let (_, stats) = backplane.serve(shutdown.cancelled_owned()).await;
     tracing::info!(
         forwarded = stats.forwarded,
+        forwarded_bytes = stats.forwarded_bytes,
         overflows = stats.overflows,
         "backplane stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// The backplane's counters as metrics (docs/metrics.md): what the
+/// forwarding thread counts anyway, read at each scrape.
+fn backplane_metrics(stats: &BackplaneStats) -> Vec<Metric> {
+    vec![
+        Metric::single(
+            "banyan_backplane_forwarded_messages_total",
+            "Messages received from publishers and forwarded to subscribers.",
+            Kind::Counter,
+            stats.forwarded as f64,
+        ),
+        Metric::single(
+            "banyan_backplane_forwarded_bytes_total",
+            "Bytes of the messages forwarded (topic and payload frames), once per message.",
+            Kind::Counter,
+            stats.forwarded_bytes as f64,
+        ),
+        Metric::single(
+            "banyan_backplane_overflows_total",
+            "Times a subscriber's queue stayed full past the stall grace, so that it missed messages.",
+            Kind::Counter,
+            stats.overflows as f64,
+        ),
+        Metric::single(
+            "banyan_backplane_subscribed_topics",
+            "Distinct topic prefixes subscribed now.",
+            Kind::Gauge,
+            stats.topics as f64,
+        ),
+    ]
 }

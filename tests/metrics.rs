@@ -215,3 +215,196 @@ async fn mqttgw_counts_what_it_drops_while_the_broker_is_away_and_serves_only_me
         .expect("response");
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
 }
+
+/// Scrapes until `done` accepts the body (counters move as the process's
+/// threads run), doing `each` before every scrape; bounded.
+async fn scrape_while(
+    address: &str,
+    what: &str,
+    mut each: impl AsyncFnMut(),
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut body = String::new();
+    for _ in 0..200 {
+        each().await;
+        body = scrape(address).await;
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what} never happened; last scrape:\n{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wsgw_serves_metrics_on_its_own_port_and_counts_a_stalled_pages_drops() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let bp = BackplaneProc::start().await;
+    let mut gateway = Proc::spawn(
+        "wsgw",
+        Command::new(exe("wsgw")).args(bp.flags()).args([
+            "-w",
+            "0",
+            "--queue",
+            "4",
+            "--stall-grace",
+            "100ms",
+        ]),
+    );
+    let line = gateway.wait_for_text("WebSocket server on ws://").await;
+    let address = line
+        .split("ws://")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let body = scrape(&address).await;
+    for family in [
+        "# TYPE banyan_wsgw_pages_total counter",
+        "# TYPE banyan_wsgw_to_pages_messages_total counter",
+        "# TYPE banyan_wsgw_dropped_messages_total counter",
+        "# TYPE banyan_wsgw_queue_messages gauge",
+        "# TYPE banyan_wsgw_peers_stalled gauge",
+    ] {
+        assert!(body.contains(family), "{family} missing:\n{body}");
+    }
+    assert_eq!(sample(&body, "banyan_wsgw_peers_connected"), Some(0.0));
+
+    // A page that joins, sends one command, and then reads nothing.
+    let (device, mut commands) = bp.connect().await;
+    within("a subscription", device.subscribe("to_stall"))
+        .await
+        .expect("subscribed");
+    let mut page = within("the page to connect", ws_connect(&address))
+        .await
+        .expect("the page connects");
+    for text in [r#"{"id": "to_stall"}"#, r#"{"command": "hello"}"#] {
+        within("the page's message", page.send(WsMessage::text(text)))
+            .await
+            .expect("sent");
+    }
+    recv(&mut commands, "the page's command").await;
+    let body = scrape_until(&address, "banyan_wsgw_to_bus_messages_total", 1.0).await;
+    assert_eq!(
+        sample(&body, "banyan_wsgw_pages_total"),
+        Some(1.0),
+        "{body}"
+    );
+    within(
+        "the gateway's subscription",
+        device.wait_for_subscriber("from_stall"),
+    )
+    .await
+    .expect("subscribed");
+
+    // 16 KiB messages until its socket, then its queue of 4, are full and
+    // the grace has passed: its oldest are dropped, and counted.
+    let pad = Value::from("x".repeat(16 * 1024));
+    let stalled = "banyan_wsgw_dropped_messages_total{reason=\"stalled\"}";
+    let body = scrape_while(
+        &address,
+        "drops for the stalled page",
+        async || {
+            for _ in 0..50 {
+                within("publishing", device.publish("from_stall", &pad))
+                    .await
+                    .expect("published");
+            }
+        },
+        |body| sample(body, stalled).is_some_and(|n| n > 0.0),
+    )
+    .await;
+    assert_eq!(
+        sample(&body, "banyan_wsgw_peers_stalled"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "banyan_wsgw_peers_connected"),
+        Some(1.0),
+        "{body}"
+    );
+    gateway.expect_text("dropping its oldest messages").await;
+    drop(page);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backplane_counts_what_it_forwards_and_the_topics_subscribed() {
+    let proc = Proc::spawn(
+        "backplane",
+        Command::new(exe("backplane")).args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-s",
+            "0",
+            "--metrics",
+            "127.0.0.1:0",
+        ]),
+    );
+    // The banner first, then where the metrics are.
+    let mut bp = BackplaneProc::from_banner(proc).await;
+    let line = bp.proc.wait_for_text("Metrics on http://").await;
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let body = scrape(&address).await;
+    for family in [
+        "# TYPE banyan_backplane_forwarded_messages_total counter",
+        "# TYPE banyan_backplane_forwarded_bytes_total counter",
+        "# TYPE banyan_backplane_overflows_total counter",
+        "# TYPE banyan_backplane_subscribed_topics gauge",
+    ] {
+        assert!(body.contains(family), "{family} missing:\n{body}");
+    }
+    assert_eq!(
+        sample(&body, "banyan_backplane_forwarded_messages_total"),
+        Some(0.0),
+        "{body}"
+    );
+
+    let (subscriber, mut messages) = bp.connect().await;
+    within("a subscription", subscriber.subscribe("metered"))
+        .await
+        .expect("subscribed");
+    scrape_until(&address, "banyan_backplane_subscribed_topics", 1.0).await;
+    let (publisher, _) = bp.connect().await;
+    const MESSAGES: u64 = 1000;
+    let payload = banyan_core::envelope::encode(&Value::from("a payload"));
+    for _ in 0..MESSAGES {
+        publisher
+            .publish_raw("metered", payload.clone())
+            .await
+            .expect("published");
+    }
+    for _ in 0..MESSAGES {
+        recv(&mut messages, "a forwarded message").await;
+    }
+    let body = scrape_until(
+        &address,
+        "banyan_backplane_forwarded_messages_total",
+        MESSAGES as f64,
+    )
+    .await;
+    assert_eq!(
+        sample(&body, "banyan_backplane_forwarded_bytes_total"),
+        Some((MESSAGES as usize * ("metered".len() + payload.len())) as f64),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "banyan_backplane_overflows_total"),
+        Some(0.0),
+        "{body}"
+    );
+    subscriber
+        .unsubscribe("metered")
+        .await
+        .expect("unsubscribed");
+    scrape_until(&address, "banyan_backplane_subscribed_topics", 0.0).await;
+}

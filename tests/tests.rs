@@ -13,4 +13,5 @@ mod metrics;
 mod mqtt;
 mod s3extend;
 mod tcp;
+mod view;
 mod ws;

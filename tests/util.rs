@@ -436,3 +436,16 @@ pub(crate) async fn assert_stall_ended_with_every_drop_counted(gateway: &mut Pro
     );
     missed
 }
+
+/// A WebSocket client connected to `ws://{address}/` (`address` is
+/// `host:port`), as a page opens it.
+pub(crate) async fn ws_connect(
+    address: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{address}/"), tcp).await?;
+    Ok(ws)
+}

@@ -2,7 +2,7 @@
 //! executables, a real WebSocket client, python-banyan peers and headless
 //! Chromium.
 
-mod cdp;
+pub(crate) mod cdp;
 mod hardening;
 mod onegpio;
 mod raw;

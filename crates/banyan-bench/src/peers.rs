@@ -391,3 +391,71 @@ pub(crate) async fn mqtt_receive(
     task.abort();
     Ok(())
 }
+
+/// A bus view (`wsgw`'s `/view` at `url`, `ws://HOST:PORT`, opened as its
+/// own page: `Origin: http://HOST:PORT`) that notes when each snapshot
+/// arrives and the bus total it shows. `ready` after the first snapshot
+/// (the view's bus connection then subscribes to everything); at the stop
+/// signal, it waits for one more snapshot (the view's last count) and
+/// reports them all.
+pub(crate) async fn view_watch(url: &str) -> Result<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let authority = url
+        .strip_prefix("ws://")
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .ok_or_else(|| Error::Invalid(format!("not a ws:// URL: {url}")))?;
+    let mut request = format!("ws://{authority}/view")
+        .into_client_request()
+        .map_err(ws_error)?;
+    let origin = format!("http://{authority}")
+        .parse()
+        .map_err(|_| Error::Invalid(format!("not an origin: http://{authority}")))?;
+    request.headers_mut().insert("Origin", origin);
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    let (mut view, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(ws_error)?;
+    let (mut at_ns, mut totals) = (Vec::new(), Vec::new());
+    let mut next = async || -> Result<u64> {
+        loop {
+            let frame = tokio::time::timeout(VIEW_SILENCE, view.next())
+                .await
+                .map_err(|_| {
+                    Error::Protocol(format!("the view sent nothing for {VIEW_SILENCE:?}"))
+                })?;
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let snapshot: serde_json::Value = serde_json::from_str(text.as_str())?;
+                    if let Some(total) = snapshot["total"].as_u64() {
+                        return Ok(total);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(ws_error(e)),
+                None => return Err(Error::Protocol("the view closed".to_owned())),
+            }
+        }
+    };
+    totals.push(next().await?);
+    at_ns.push(now_ns());
+    emit("ready", json!({}));
+    let mut stop = go_signal();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            total = next() => {
+                totals.push(total?);
+                at_ns.push(now_ns());
+            }
+        }
+    }
+    totals.push(next().await?);
+    at_ns.push(now_ns());
+    emit("result", json!({"at_ns": at_ns, "totals": totals}));
+    Ok(())
+}
+
+/// How long a view may go without a snapshot before the bench gives up on
+/// it (they come every 250 ms).
+const VIEW_SILENCE: Duration = Duration::from_secs(30);

@@ -24,6 +24,23 @@ pub struct Sample {
     /// Resident memory the gateway gained per idle page, in KiB (idle-pages
     /// case).
     pub kib_per_page: Option<f64>,
+    /// What a bus view open during the run saw (view cases).
+    pub view: Option<ViewSeen>,
+}
+
+/// What a bus view (`wsgw`'s `/view`) open during a run saw: whether it
+/// stayed responsive, and whether it counted the whole bus.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ViewSeen {
+    /// Snapshots the view received while the run's messages flowed.
+    pub snapshots: u64,
+    /// The longest wait for a snapshot while they flowed, in ms (one is
+    /// due every 250 ms).
+    pub longest_gap_ms: f64,
+    /// Messages the view counted in all (the total of its last snapshot).
+    pub counted: u64,
+    /// Messages published during the run: what a view that keeps up counts.
+    pub published: u64,
 }
 
 impl Sample {
@@ -83,6 +100,10 @@ pub struct Record {
     /// idle page, in KiB (idle-pages case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kib_per_page: Option<f64>,
+    /// What the bus view saw (view cases): the fewest snapshots and the
+    /// fewest messages counted in a run, the longest gap of any run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<ViewSeen>,
 }
 
 /// Round-trip percentiles in microseconds.
@@ -171,6 +192,15 @@ impl Record {
             }),
             memory,
             kib_per_page: is_memory.then(|| median(&per_page)),
+            view: samples
+                .iter()
+                .filter_map(|s| s.view)
+                .reduce(|worst, run| ViewSeen {
+                    snapshots: worst.snapshots.min(run.snapshots),
+                    longest_gap_ms: worst.longest_gap_ms.max(run.longest_gap_ms),
+                    counted: worst.counted.min(run.counted),
+                    published: worst.published.max(run.published),
+                }),
         }
     }
 
@@ -216,6 +246,12 @@ pub fn table(records: &[Record]) -> String {
         if let Some(min) = r.min_per_client {
             out.push_str(&format!("{:<39} fewest to one page: {min}\n", ""));
         }
+        if let Some(view) = &r.view {
+            out.push_str(&format!(
+                "{:<39} view: {} snapshots during the run, longest gap {:.0} ms, counted {} of {}\n",
+                "", view.snapshots, view.longest_gap_ms, view.counted, view.published
+            ));
+        }
         if let Some(l) = &r.latency_us {
             out.push_str(&format!(
                 "{:<39} µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\n",
@@ -243,6 +279,15 @@ pub fn table(records: &[Record]) -> String {
     };
     if let (Some(bus), Some(raw)) = (p50("banyan"), p50("raw zmq")) {
         ratios.push(format!("latency p50 bus / raw: {:.2}x", bus / raw));
+    }
+    if let (Some(open), Some(none)) = (
+        rate(find("view", "view open", "banyan")),
+        rate(find("view", "no view", "banyan")),
+    ) {
+        ratios.push(format!(
+            "bus with a view open / without: {:.0}%",
+            100.0 * open / none
+        ));
     }
     if let Some(alone) = rate(find("mqtt", "mqtt -> mqtt", "mosquitto")) {
         for case in ["mqtt -> bus", "bus -> mqtt"] {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::procs::{executable, Memory, Proc};
-use crate::report::{Record, Sample};
+use crate::report::{Record, Sample, ViewSeen};
 use crate::worker::{BusAddr, Role};
 
 /// The ZeroMQ high-water mark of the raw scenario: 0, no limit. A bare
@@ -43,10 +43,18 @@ pub enum Scenario {
     Tcp,
     /// Through `mqttgw`, each direction, and mosquitto alone.
     Mqtt,
+    /// The bus as in [`Scenario::Bus`], with `wsgw` attached to the
+    /// backplane, without and then with its bus view open (`/view`): the
+    /// bus's rate both ways, and what the view got meanwhile (snapshots,
+    /// the longest wait for one, the messages it counted). Run only when
+    /// named: a snapshot comes every 250 ms, so the runs must last seconds
+    /// (`-n 2000000` or more), not the default's tenth of a second.
+    View,
 }
 
 impl Scenario {
-    /// Every scenario, in the order they run.
+    /// The scenarios run when none is named, in the order they run: every
+    /// one but [`Scenario::View`].
     pub const ALL: [Scenario; 6] = [
         Scenario::Bus,
         Scenario::Raw,
@@ -65,6 +73,7 @@ impl Scenario {
             Scenario::Ws => "ws",
             Scenario::Tcp => "tcp",
             Scenario::Mqtt => "mqtt",
+            Scenario::View => "view",
         }
     }
 }
@@ -75,10 +84,11 @@ impl std::str::FromStr for Scenario {
     fn from_str(s: &str) -> Result<Scenario> {
         Scenario::ALL
             .into_iter()
+            .chain([Scenario::View])
             .find(|scenario| scenario.name() == s)
             .ok_or_else(|| {
                 Error::Invalid(format!(
-                    "unknown scenario {s:?} (bus, raw, latency, ws, tcp, mqtt)"
+                    "unknown scenario {s:?} (bus, raw, latency, ws, tcp, mqtt, view)"
                 ))
             })
     }
@@ -155,13 +165,21 @@ enum Kind {
     EchoBus,
     EchoRaw,
     WsIn,
-    WsOut { clients: usize },
-    WsIdle { pages: usize },
+    WsOut {
+        clients: usize,
+    },
+    WsIdle {
+        pages: usize,
+    },
     TcpIn,
     TcpOut,
     MqttAlone,
     MqttIn,
     MqttOut,
+    /// The bus with `wsgw` attached, its view `open` or not.
+    ViewBus {
+        open: bool,
+    },
 }
 
 impl Case {
@@ -181,6 +199,8 @@ impl Case {
             Kind::MqttAlone => ("mqtt -> mqtt".to_owned(), "mosquitto"),
             Kind::MqttIn => ("mqtt -> bus".to_owned(), "banyan"),
             Kind::MqttOut => ("bus -> mqtt".to_owned(), "banyan"),
+            Kind::ViewBus { open: false } => (format!("{pubsub}, no view"), "banyan"),
+            Kind::ViewBus { open: true } => (format!("{pubsub}, view open"), "banyan"),
         }
     }
 }
@@ -214,6 +234,7 @@ pub(crate) fn cases(config: &Config) -> Vec<Case> {
             }
             Scenario::Tcp => vec![Kind::TcpIn, Kind::TcpOut],
             Scenario::Mqtt => vec![Kind::MqttAlone, Kind::MqttIn, Kind::MqttOut],
+            Scenario::View => vec![Kind::ViewBus { open: false }, Kind::ViewBus { open: true }],
         };
         cases.extend(kinds.into_iter().map(|kind| Case { scenario, kind }));
     }
@@ -420,6 +441,17 @@ fn throughput(
     receivers: &mut [Proc],
     expected: u64,
 ) -> Result<Sample> {
+    Ok(throughput_window(config, senders, receivers, expected)?.0)
+}
+
+/// [`throughput`], and the time it was measured over: from the senders'
+/// first message to the receivers' last, in ns since the epoch.
+fn throughput_window(
+    config: &Config,
+    senders: &mut [Proc],
+    receivers: &mut [Proc],
+    expected: u64,
+) -> Result<(Sample, (u64, u64))> {
     let deadline = result_deadline(config);
     let mut start_ns = u64::MAX;
     for sender in senders.iter_mut() {
@@ -442,7 +474,7 @@ fn throughput(
         let _ = sender.signal();
     }
     let seconds = last_ns.saturating_sub(start_ns) as f64 / 1e9;
-    Ok(Sample {
+    let sample = Sample {
         rate: if seconds > 0.0 {
             received as f64 / seconds
         } else {
@@ -451,10 +483,76 @@ fn throughput(
         lost: expected.saturating_sub(received),
         out_of_order,
         min_per_client,
-        latency: None,
-        memory: Vec::new(),
-        kib_per_page: None,
+        ..Sample::default()
+    };
+    Ok((sample, (start_ns, last_ns)))
+}
+
+/// What a view worker's report says of the time from `start` to `end`
+/// (ns): the snapshots that arrived then, the longest wait for one
+/// (counting from `start` and up to `end`), and its last total.
+fn view_seen(report: &Value, (start, end): (u64, u64), published: u64) -> Result<ViewSeen> {
+    let numbers = |key: &str| -> Result<Vec<u64>> {
+        report[key]
+            .as_array()
+            .and_then(|values| values.iter().map(Value::as_u64).collect())
+            .ok_or_else(|| Error::Protocol(format!("no {key} in {report}")))
+    };
+    let during: Vec<u64> = numbers("at_ns")?
+        .into_iter()
+        .filter(|at| (start..=end).contains(at))
+        .collect();
+    let edges: Vec<u64> = std::iter::once(start)
+        .chain(during.iter().copied())
+        .chain(std::iter::once(end))
+        .collect();
+    let longest = edges
+        .windows(2)
+        .map(|pair| pair[1].saturating_sub(pair[0]))
+        .max()
+        .unwrap_or(0);
+    Ok(ViewSeen {
+        snapshots: during.len() as u64,
+        longest_gap_ms: longest as f64 / 1e6,
+        counted: numbers("totals")?.last().copied().unwrap_or(0),
+        published,
     })
+}
+
+/// The subscribers, then the publishers, of a bus case (publishing on
+/// `bench/K`, counting under `bench`); and the messages all subscribers
+/// should receive together.
+fn bus_peers(config: &Config, bus: &BusAddr) -> Result<(Vec<Proc>, Vec<Proc>, u64)> {
+    let expected = config.messages * config.publishers as u64;
+    let mut subs = Vec::new();
+    for k in 0..config.subscribers {
+        let mut sub = Proc::worker(
+            &format!("subscriber {k}"),
+            &Role::BusSubscribe {
+                bus: bus.clone(),
+                prefix: "bench".into(),
+                expected,
+                idle_ms: idle_ms(config),
+            },
+        )?;
+        sub.event("ready", START)?;
+        subs.push(sub);
+    }
+    let mut pubs = Vec::new();
+    for k in 0..config.publishers {
+        pubs.push(Proc::worker(
+            &format!("publisher {k}"),
+            &Role::BusPublish {
+                bus: bus.clone(),
+                topic: format!("bench/{k}"),
+                messages: config.messages,
+                payload: config.payload,
+                wait_for: None,
+                probe: false,
+            },
+        )?);
+    }
+    Ok((subs, pubs, expected * config.subscribers as u64))
 }
 
 fn field(value: &Value, name: &str) -> Result<u64> {
@@ -470,38 +568,33 @@ fn run_case(config: &Config, case: &Case) -> Result<Sample> {
         Kind::Bus => {
             let (backplane, bus) = start_backplane(config)?;
             let watched = watch("backplane", &backplane);
-            let expected = n * config.publishers as u64;
-            let mut subs = Vec::new();
-            for k in 0..config.subscribers {
-                let mut sub = Proc::worker(
-                    &format!("subscriber {k}"),
-                    &Role::BusSubscribe {
-                        bus: bus.clone(),
-                        prefix: "bench".into(),
-                        expected,
-                        idle_ms,
-                    },
-                )?;
-                sub.event("ready", START)?;
-                subs.push(sub);
-            }
-            let mut pubs = Vec::new();
-            for k in 0..config.publishers {
-                pubs.push(Proc::worker(
-                    &format!("publisher {k}"),
-                    &Role::BusPublish {
-                        bus: bus.clone(),
-                        topic: format!("bench/{k}"),
-                        messages: n,
-                        payload: config.payload,
-                        wait_for: None,
-                        probe: false,
-                    },
-                )?);
-            }
-            let total = expected * config.subscribers as u64;
+            let (mut subs, mut pubs, total) = bus_peers(config, &bus)?;
             let mut sample = throughput(config, &mut pubs, &mut subs, total)?;
             sample.memory.push(memory(&watched, &backplane));
+            Ok(sample)
+        }
+        Kind::ViewBus { open } => {
+            let (backplane, bus) = start_backplane(config)?;
+            let (gateway, url) = start_wsgw(config, &bus, &[])?;
+            let watched = (watch("backplane", &backplane), watch("wsgw", &gateway));
+            // Open before the bus peers, and ready once its first snapshot
+            // came: the view then subscribes to everything.
+            let mut view = if open {
+                let mut view = Proc::worker("view", &Role::ViewWatch { url })?;
+                view.event("ready", START)?;
+                Some(view)
+            } else {
+                None
+            };
+            let (mut subs, mut pubs, total) = bus_peers(config, &bus)?;
+            let (mut sample, window) = throughput_window(config, &mut pubs, &mut subs, total)?;
+            if let Some(view) = view.as_mut() {
+                view.signal()?;
+                let report = view.event("result", START)?;
+                let published = n * config.publishers as u64;
+                sample.view = Some(view_seen(&report, window, published)?);
+            }
+            sample.memory = vec![memory(&watched.0, &backplane), memory(&watched.1, &gateway)];
             Ok(sample)
         }
         Kind::Raw => {
@@ -899,4 +992,50 @@ fn start_mqttgw(config: &Config, bus: &BusAddr, port: u16) -> Result<Proc> {
         "from_mqtt".into(),
     ];
     start_gateway(config, "mqttgw", bus, &flags, "Publisher  Port")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_views_snapshots_are_counted_over_the_run_only() {
+        let ms = 1_000_000;
+        let report = json!({
+            "at_ns": [0, 100 * ms, 350 * ms, 600 * ms, 1300 * ms, 1600 * ms],
+            "totals": [0, 10, 500, 900, 1000, 1000],
+        });
+        // The run: from 200 to 1400 ms; the longest wait, 600 to 1300 ms.
+        let seen = view_seen(&report, (200 * ms, 1400 * ms), 1000).expect("a report");
+        assert_eq!(
+            seen,
+            ViewSeen {
+                snapshots: 3,
+                longest_gap_ms: 700.0,
+                counted: 1000,
+                published: 1000,
+            }
+        );
+        assert!(view_seen(&json!({"at_ns": []}), (0, 1), 0).is_err());
+    }
+
+    #[test]
+    fn the_view_scenario_runs_only_when_named() {
+        assert!(!Scenario::ALL.contains(&Scenario::View));
+        assert_eq!("view".parse::<Scenario>().ok(), Some(Scenario::View));
+        let config = Config {
+            scenarios: vec![Scenario::View],
+            ..Config::default()
+        };
+        let labels: Vec<String> = cases(&config)
+            .iter()
+            .map(|case| case.label(&config).0)
+            .collect();
+        assert_eq!(
+            labels,
+            ["1 pub -> 1 sub, no view", "1 pub -> 1 sub, view open"]
+        );
+    }
 }

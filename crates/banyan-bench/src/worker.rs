@@ -167,6 +167,12 @@ pub enum Role {
         /// Pages opened.
         pages: usize,
     },
+    /// A bus view of `wsgw` (its `/view`), noting each snapshot's arrival
+    /// and the bus total it shows, until the stop signal.
+    ViewWatch {
+        /// The gateway's URL (`ws://HOST:PORT`).
+        url: String,
+    },
     /// A TCP device server speaking the 1-byte length framing.
     TcpDevice {
         /// Frames to send (0: receive).
@@ -289,6 +295,7 @@ async fn run_async(role: Role) -> Result<()> {
             client.close().await?;
             result
         }
+        Role::ViewWatch { url } => crate::peers::view_watch(&url).await,
         Role::TcpDevice {
             send,
             payload,

@@ -157,6 +157,9 @@ pub enum Ending {
 pub struct BackplaneStats {
     /// Messages received from publishers and forwarded.
     pub forwarded: u64,
+    /// Bytes of the messages forwarded: every frame, topic and payload,
+    /// counted once however many subscribers a message went to.
+    pub forwarded_bytes: u64,
     /// How many times a subscriber's queue was found full, so that it missed
     /// messages (it was slower than the publishers for longer than the queues
     /// hold); everybody else got them. ZeroMQ then skips that subscriber
@@ -167,11 +170,36 @@ pub struct BackplaneStats {
     pub topics: u64,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counters {
     forwarded: AtomicU64,
+    forwarded_bytes: AtomicU64,
     overflows: AtomicU64,
     topics: AtomicU64,
+}
+
+impl Counters {
+    fn stats(&self) -> BackplaneStats {
+        BackplaneStats {
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            forwarded_bytes: self.forwarded_bytes.load(Ordering::Relaxed),
+            overflows: self.overflows.load(Ordering::Relaxed),
+            topics: self.topics.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A running backplane's counters, readable from anywhere while it runs
+/// (for metrics) and after: [`Backplane::serve`] takes the backplane itself.
+/// Cheap to clone; reading costs four atomic loads.
+#[derive(Clone, Debug)]
+pub struct StatsHandle(Arc<Counters>);
+
+impl StatsHandle {
+    /// The counters now.
+    pub fn stats(&self) -> BackplaneStats {
+        self.0.stats()
+    }
 }
 
 /// A running backplane. Dropping it stops it (as [`Backplane::shutdown`]).
@@ -238,6 +266,7 @@ impl Backplane {
                         counters,
                         frames: Vec::with_capacity(4),
                         held: false,
+                        held_bytes: 0,
                         blocked_since: None,
                         grace,
                         unlogged_overflows: 0,
@@ -345,11 +374,13 @@ impl Backplane {
 
     /// The counters so far.
     pub fn stats(&self) -> BackplaneStats {
-        BackplaneStats {
-            forwarded: self.counters.forwarded.load(Ordering::Relaxed),
-            overflows: self.counters.overflows.load(Ordering::Relaxed),
-            topics: self.counters.topics.load(Ordering::Relaxed),
-        }
+        self.counters.stats()
+    }
+
+    /// A handle on the counters that outlives this value's move into
+    /// [`Backplane::serve`] (a metrics endpoint reads it at each scrape).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.counters.clone())
     }
 
     /// Stops forwarding, closes both ports and returns the final counters.
@@ -536,6 +567,9 @@ struct Forwarder {
     frames: Vec<zmq::Message>,
     /// Whether `frames` holds a message not yet sent.
     held: bool,
+    /// The bytes of the frames in `frames`, counted as they are read (the
+    /// send moves the payload away).
+    held_bytes: u64,
     /// When a full subscriber first refused the held message.
     blocked_since: Option<Instant>,
     grace: Duration,
@@ -766,7 +800,7 @@ impl Forwarder {
 
     /// Messages travel from publishers (XSUB side) to subscribers.
     fn forward_messages(&mut self) {
-        let mut forwarded = 0;
+        let (mut forwarded, mut bytes) = (0, 0);
         for _ in 0..BATCH {
             if !self.held {
                 match self.read_message() {
@@ -779,7 +813,10 @@ impl Forwarder {
                 }
             }
             match self.send_held() {
-                Ok(true) => forwarded += 1,
+                Ok(true) => {
+                    forwarded += 1;
+                    bytes += self.held_bytes;
+                }
                 // A subscriber is full: retry shortly, reading nothing new.
                 Ok(false) => break,
                 Err(e) => {
@@ -788,14 +825,20 @@ impl Forwarder {
                 }
             }
         }
+        // Once per batch: the counters' cache line is shared with whoever
+        // reads them.
         self.counters
             .forwarded
             .fetch_add(forwarded, Ordering::Relaxed);
+        self.counters
+            .forwarded_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Reads the frames of one whole message; `Ok(false)` when none waits.
     fn read_message(&mut self) -> zmq::Result<bool> {
         self.frames.clear();
+        self.held_bytes = 0;
         loop {
             let msg = match self.xsub.recv_msg(zmq::DONTWAIT) {
                 Ok(msg) => msg,
@@ -803,6 +846,7 @@ impl Forwarder {
                 Err(e) => return Err(e),
             };
             let more = msg.get_more();
+            self.held_bytes += msg.len() as u64;
             self.frames.push(msg);
             if !more {
                 return Ok(true);

@@ -378,9 +378,8 @@ async fn answer<S: AsyncWrite + Unpin>(hub: &Hub, stream: &mut S, path: &str) {
     }
 }
 
-/// The bus view's upgrade: only from the view's own page (its `Origin` is
-/// this gateway's address, as the browser saw it in `Host`), and at most
-/// [`view::MAX_VIEWS`] at once.
+/// The bus view's upgrade: only from the view's own page under a local
+/// name ([`view::may_open`]), and at most [`view::MAX_VIEWS`] at once.
 #[allow(clippy::result_large_err)]
 async fn view_handshake<S>(
     hub: &Arc<Hub>,
@@ -398,19 +397,10 @@ where
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let own = header(header::HOST).map(|host| format!("http://{host}"));
-        let origin = header(header::ORIGIN);
-        if origin.is_none()
-            || origin.map(str::to_ascii_lowercase) != own.map(|o| o.to_ascii_lowercase())
-        {
-            tracing::warn!(
-                ?origin,
-                "bus view refused: only the view's own page may open it"
-            );
-            return Err(refusal(
-                StatusCode::FORBIDDEN,
-                "the bus view accepts only its own page (open it at /)",
-            ));
+        let (host, origin) = (header(header::HOST), header(header::ORIGIN));
+        if let Err(refused) = view::may_open(host, origin) {
+            tracing::warn!(?host, ?origin, "bus view refused: {refused}");
+            return Err(refusal(StatusCode::FORBIDDEN, &refused.to_string()));
         }
         match view::open(hub, stop) {
             Some(view) => {

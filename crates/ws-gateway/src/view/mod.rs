@@ -13,7 +13,10 @@
 //!
 //! The view's WebSocket (`/view`) is accepted only from the view's own page
 //! (`Origin` equal to `http://` and the request's `Host`), so another web
-//! site can neither watch the bus nor publish on it.
+//! site can neither watch the bus nor publish on it; and only under this
+//! machine's addresses and local names ([`may_open`]), so that a site whose
+//! name was made to resolve to this machine (DNS rebinding) cannot pass for
+//! the view's own page.
 
 pub(crate) mod aggregate;
 
@@ -65,13 +68,24 @@ pub(crate) struct ViewGuard(Arc<Hub>);
 
 impl Drop for ViewGuard {
     fn drop(&mut self) {
-        let mut open = banyan_gateway::sync::lock(&self.0.views.open);
-        if let Some((count, token)) = open.as_mut() {
-            *count -= 1;
-            if *count == 0 {
-                token.cancel();
-                *open = None;
+        let left = {
+            let mut open = banyan_gateway::sync::lock(&self.0.views.open);
+            match open.as_mut() {
+                Some((count, token)) => {
+                    *count -= 1;
+                    let left = *count;
+                    if left == 0 {
+                        token.cancel();
+                        *open = None;
+                    }
+                    left
+                }
+                None => 0,
             }
+        };
+        // The last one's leaving is logged by the bus connection it closes.
+        if left > 0 {
+            tracing::info!("a bus view left; {left} still open");
         }
     }
 }
@@ -90,6 +104,69 @@ pub(crate) fn open(hub: &Arc<Hub>, stop: &CancellationToken) -> Option<ViewGuard
         }
     }
     Some(ViewGuard(hub.clone()))
+}
+
+/// Why a request for the view's WebSocket is refused (with HTTP 403).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// Its `Origin` is not the view's own page at its `Host`.
+    #[error("the bus view accepts only its own page (open it at /)")]
+    NotOwnPage,
+    /// Its `Host` is a site's name, not an address or a local name.
+    #[error(
+        "the bus view is served under this machine's addresses and local names only, \
+         not {0:?}: a site name that resolves here is another site (DNS rebinding)"
+    )]
+    SiteName(String),
+}
+
+/// Whether a request with these `Host` and `Origin` headers may open the
+/// view: its origin must be the view's own page (`http://` and the host,
+/// ASCII case aside), and the host an IP address, `localhost` (or a name
+/// under it), an mDNS name (`raspberrypi.local`) or a single-label LAN name.
+///
+/// Equal origin and host alone would not do: a page of `evil.example`
+/// whose DNS answer is changed to 127.0.0.1 once loaded sends `Host:
+/// evil.example:9000` and `Origin: http://evil.example:9000`. Only names a
+/// remote site cannot own are taken.
+pub(crate) fn may_open(host: Option<&str>, origin: Option<&str>) -> Result<(), Refused> {
+    let (Some(host), Some(origin)) = (host, origin) else {
+        return Err(Refused::NotOwnPage);
+    };
+    let own = origin
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        && origin[7..].eq_ignore_ascii_case(host);
+    if !own {
+        return Err(Refused::NotOwnPage);
+    }
+    if is_local_name(host) {
+        Ok(())
+    } else {
+        Err(Refused::SiteName(host.to_owned()))
+    }
+}
+
+/// `host` (with or without its port) names this machine or the LAN, not a
+/// site: see [`may_open`].
+fn is_local_name(host: &str) -> bool {
+    // `[::1]:9000`, `[::1]`, `127.0.0.1:9000`, `name:9000`, `name`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((address, _)) => return address.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return false;
+    }
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || name.ends_with(".local")
+        || !name.contains('.')
 }
 
 fn now_ms() -> u64 {
@@ -214,5 +291,56 @@ async fn publish(hub: &Hub, request: &str) -> Json {
             json!({"published": topic})
         }
         Err(e) => json!({"error": format!("not published: {e}")}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_views_own_page_under_a_local_name_may_open_it() {
+        for (host, origin) in [
+            ("127.0.0.1:9000", "http://127.0.0.1:9000"),
+            ("localhost:9000", "http://LOCALHOST:9000"),
+            ("[::1]:9000", "http://[::1]:9000"),
+            ("192.168.1.10:9000", "http://192.168.1.10:9000"),
+            ("raspberrypi.local:9000", "http://raspberrypi.local:9000"),
+            ("raspberrypi:9000", "http://raspberrypi:9000"),
+            ("view.localhost", "http://view.localhost"),
+        ] {
+            assert_eq!(may_open(Some(host), Some(origin)), Ok(()), "{host}");
+        }
+        for (host, origin) in [
+            (Some("127.0.0.1:9000"), Some("http://evil.example")),
+            (Some("127.0.0.1:9000"), Some("null")),
+            (Some("127.0.0.1:9000"), None),
+            (None, Some("http://127.0.0.1:9000")),
+            (Some("127.0.0.1:9000"), Some("https://127.0.0.1:9000")),
+            (Some("127.0.0.1:9000"), Some("http://127.0.0.1:9001")),
+            (Some("127.0.0.1:9000"), Some("http:/")),
+        ] {
+            assert_eq!(
+                may_open(host, origin),
+                Err(Refused::NotOwnPage),
+                "{origin:?}"
+            );
+        }
+        for host in [
+            "evil.example:9000",
+            "localhost.evil.example:9000",
+            "127.0.0.1.nip.io:9000",
+            "[evil]:9000",
+            ":9000",
+        ] {
+            let origin = format!("http://{host}");
+            assert!(
+                matches!(
+                    may_open(Some(host), Some(&origin)),
+                    Err(Refused::SiteName(_))
+                ),
+                "{host}"
+            );
+        }
     }
 }
