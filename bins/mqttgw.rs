@@ -121,15 +121,17 @@ fn credentials(args: &Args) -> Result<Option<Credentials>, String> {
     match &args.username {
         Some(username) => {
             let var = password_env.unwrap_or(DEFAULT_PASSWORD_ENV);
-            let password = match std::env::var(var) {
-                Ok(password) => password,
-                Err(_) if password_env.is_none() => String::new(),
-                Err(_) => return Err(format!("--password-env: {var} is not set")),
-            };
-            Ok(Some(Credentials {
-                username: username.clone(),
+            let password = std::env::var(var).ok();
+            if password.is_none() && password_env.is_some() {
+                return Err(format!("--password-env: {var} is not set"));
+            }
+            // An unset MQTTGW_PASSWORD is an empty password, as for python's
+            // mgw; a broker that refuses it gets the variable named.
+            Ok(Some(Credentials::from_env_value(
+                username.clone(),
+                var,
                 password,
-            }))
+            )))
         }
         None if password_env.is_some() => Err("--password-env needs --username".into()),
         None => Ok(None),

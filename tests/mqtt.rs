@@ -566,6 +566,24 @@ async fn credentials_are_required_and_a_wrong_password_is_a_clear_error() {
         "the password is never shown"
     );
 
+    // The default variable, never exported: the refusal says so.
+    let mut unset = Proc::spawn(
+        "mqttgw",
+        Command::new(exe("mqttgw"))
+            .args(backplane.flags())
+            .args(["-a", "127.0.0.1", "-d", &broker.port.to_string()])
+            .args(["--username", "gateway"])
+            .env_remove("MQTTGW_PASSWORD")
+            .env("NO_COLOR", "1"),
+    );
+    assert_eq!(unset.wait().await, Some(1), "{}", unset.output());
+    let output = unset.output();
+    assert!(
+        output.contains("refused the connection")
+            && output.contains("the password was empty: MQTTGW_PASSWORD is not set"),
+        "{output}"
+    );
+
     let mut gateway = start_gateway(
         &backplane,
         &broker,

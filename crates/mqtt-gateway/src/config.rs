@@ -21,6 +21,44 @@ pub struct Credentials {
     pub username: String,
     /// The password (may be empty).
     pub password: String,
+    /// Why the password is empty, when it is because of the environment
+    /// variable it was read from. A broker that refuses the credentials
+    /// then gets that variable named in the error ([`Error::Refused`]):
+    /// "not authorized" alone does not tell a user that the variable was
+    /// never exported.
+    pub empty_password: Option<EmptyPassword>,
+}
+
+impl Credentials {
+    /// `username` with `password`, as a program gives them.
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            username: username.into(),
+            password: password.into(),
+            empty_password: None,
+        }
+    }
+
+    /// `username` with the password read from the environment variable
+    /// `var`, whose value is `value` (`None`: not set). An unset or empty
+    /// variable gives an empty password, and says so in
+    /// [`Credentials::empty_password`].
+    pub fn from_env_value(
+        username: impl Into<String>,
+        var: &str,
+        value: Option<String>,
+    ) -> Credentials {
+        let empty_password = match &value {
+            None => Some(EmptyPassword::Unset(var.to_owned())),
+            Some(password) if password.is_empty() => Some(EmptyPassword::Empty(var.to_owned())),
+            Some(_) => None,
+        };
+        Credentials {
+            username: username.into(),
+            password: value.unwrap_or_default(),
+            empty_password,
+        }
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -28,7 +66,34 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<hidden>")
+            .field("empty_password", &self.empty_password)
             .finish()
+    }
+}
+
+/// Why a password read from the environment is empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmptyPassword {
+    /// The variable of this name is not set.
+    Unset(String),
+    /// The variable of this name is set to the empty string.
+    Empty(String),
+}
+
+impl fmt::Display for EmptyPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmptyPassword::Unset(var) => {
+                write!(f, "the password was empty: {var} is not set")
+            }
+            EmptyPassword::Empty(var) => {
+                write!(
+                    f,
+                    "the password was empty: {var} is set to the empty string"
+                )
+            }
+        }
     }
 }
 
@@ -186,10 +251,7 @@ mod tests {
     #[test]
     fn the_password_is_never_shown() {
         let config = Config {
-            credentials: Some(Credentials {
-                username: "user".into(),
-                password: "s3cret".into(),
-            }),
+            credentials: Some(Credentials::new("user", "s3cret")),
             ..Config::default()
         };
         let shown = format!("{config:?}");
@@ -211,5 +273,26 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(config.codec(), Err(Error::MaxPayload { .. })));
+    }
+
+    #[test]
+    fn an_empty_password_knows_its_variable() {
+        let unset = Credentials::from_env_value("gw", "GW_PASS", None);
+        assert_eq!(unset.password, "");
+        assert_eq!(
+            unset.empty_password,
+            Some(EmptyPassword::Unset("GW_PASS".into()))
+        );
+        let empty = Credentials::from_env_value("gw", "GW_PASS", Some(String::new()));
+        assert_eq!(
+            empty.empty_password,
+            Some(EmptyPassword::Empty("GW_PASS".into()))
+        );
+        let set = Credentials::from_env_value("gw", "GW_PASS", Some("s3cret".into()));
+        assert_eq!(
+            (set.password.as_str(), set.empty_password),
+            ("s3cret", None)
+        );
+        assert_eq!(Credentials::new("gw", "").empty_password, None);
     }
 }

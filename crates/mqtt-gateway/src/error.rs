@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::config::EmptyPassword;
+
 /// Everything that can go wrong in the MQTT gateway.
 ///
 /// Configuration and broker-refusal variants end the gateway's `run`;
@@ -97,12 +99,19 @@ pub enum Error {
 
     /// The broker refused our credentials or our right to connect; retrying
     /// would not help.
-    #[error("the MQTT broker at {broker} refused the connection: {reason}")]
+    #[error(
+        "the MQTT broker at {broker} refused the connection: {reason}{}",
+        empty_password.as_ref().map(|why| format!("; {why}")).unwrap_or_default()
+    )]
     Refused {
         /// `address:port`.
         broker: String,
         /// What the broker answered.
         reason: &'static str,
+        /// When the broker refused the credentials and the password was
+        /// empty because of its environment variable: which variable, and
+        /// why (never the password).
+        empty_password: Option<EmptyPassword>,
     },
 
     /// A bus payload that JSON cannot carry (NaN, a composite map key, ...),

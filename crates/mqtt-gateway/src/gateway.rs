@@ -30,7 +30,7 @@ use rumqttc::{
 use tracing::{debug, info, warn, Instrument};
 
 use crate::codec::{Codec, Outgoing};
-use crate::config::Config;
+use crate::config::{Config, EmptyPassword};
 use crate::connection::{self, Connection};
 use crate::error::{Error, Result};
 use crate::routes::Routes;
@@ -200,6 +200,10 @@ impl Gateway {
             retain: config.retain,
             max_wait: config.reconnect.max,
             max_payload: codec.max_payload(),
+            empty_password: config
+                .credentials
+                .as_ref()
+                .and_then(|credentials| credentials.empty_password.clone()),
         };
         let token_for_driver = tasks.token().clone();
         tasks.spawn(
@@ -289,6 +293,8 @@ struct Driver {
     max_wait: Duration,
     /// `--max-payload`, for the log.
     max_payload: usize,
+    /// Why the password is empty, named when the broker refuses it.
+    empty_password: Option<EmptyPassword>,
 }
 
 impl Driver {
@@ -365,11 +371,8 @@ impl Driver {
             self.outbox.set_peer(Peer::Away);
             self.requeue_unacknowledged();
             if let ConnectionError::ConnectionRefused(code) = &failed {
-                if let Some(reason) = fatal_refusal(*code) {
-                    return Err(Error::Refused {
-                        broker: self.broker.clone(),
-                        reason,
-                    });
+                if let Some(refused) = refusal(*code, &self.broker, self.empty_password.as_ref()) {
+                    return Err(refused);
                 }
             }
             let delay = self.backoff.next_delay();
@@ -543,13 +546,79 @@ impl ToBus {
     }
 }
 
-/// The refusals that retrying cannot cure.
-fn fatal_refusal(code: ConnectReturnCode) -> Option<&'static str> {
-    match code {
-        ConnectReturnCode::BadUserNamePassword => Some("bad user name or password"),
-        ConnectReturnCode::NotAuthorized => Some("not authorized (credentials required?)"),
-        ConnectReturnCode::BadClientId => Some("client id rejected"),
-        ConnectReturnCode::RefusedProtocolVersion => Some("MQTT 3.1.1 not supported"),
-        _ => None,
+/// The error of a refusal that retrying cannot cure, `None` for the others.
+/// A refusal of the credentials names the environment variable that left
+/// the password empty, if one did.
+fn refusal(
+    code: ConnectReturnCode,
+    broker: &str,
+    empty_password: Option<&EmptyPassword>,
+) -> Option<Error> {
+    let (reason, credentials) = match code {
+        ConnectReturnCode::BadUserNamePassword => ("bad user name or password", true),
+        ConnectReturnCode::NotAuthorized => ("not authorized (credentials required?)", true),
+        ConnectReturnCode::BadClientId => ("client id rejected", false),
+        ConnectReturnCode::RefusedProtocolVersion => ("MQTT 3.1.1 not supported", false),
+        _ => return None,
+    };
+    Some(Error::Refused {
+        broker: broker.to_owned(),
+        reason,
+        empty_password: empty_password.filter(|_| credentials).cloned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_password_names_the_variable_that_left_it_empty() {
+        let unset = EmptyPassword::Unset("MQTTGW_PASSWORD".into());
+        let refused = refusal(
+            ConnectReturnCode::NotAuthorized,
+            "127.0.0.1:1883",
+            Some(&unset),
+        )
+        .expect("fatal");
+        assert_eq!(
+            refused.to_string(),
+            "the MQTT broker at 127.0.0.1:1883 refused the connection: not authorized \
+             (credentials required?); the password was empty: MQTTGW_PASSWORD is not set"
+        );
+        let empty = EmptyPassword::Empty("GW_PASS".into());
+        let refused = refusal(
+            ConnectReturnCode::BadUserNamePassword,
+            "broker:8883",
+            Some(&empty),
+        )
+        .expect("fatal");
+        assert!(matches!(
+            &refused,
+            Error::Refused { empty_password: Some(EmptyPassword::Empty(var)), .. } if var == "GW_PASS"
+        ));
+        assert!(
+            refused
+                .to_string()
+                .ends_with("bad user name or password; the password was empty: GW_PASS is set to the empty string"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn other_refusals_say_nothing_of_the_password() {
+        let unset = EmptyPassword::Unset("MQTTGW_PASSWORD".into());
+        let refused = refusal(ConnectReturnCode::BadClientId, "b:1", Some(&unset)).expect("fatal");
+        assert_eq!(
+            refused.to_string(),
+            "the MQTT broker at b:1 refused the connection: client id rejected"
+        );
+        let refused = refusal(ConnectReturnCode::NotAuthorized, "b:1", None).expect("fatal");
+        assert_eq!(
+            refused.to_string(),
+            "the MQTT broker at b:1 refused the connection: not authorized (credentials required?)"
+        );
+        // The broker may be back later: not fatal.
+        assert!(refusal(ConnectReturnCode::ServiceUnavailable, "b:1", Some(&unset)).is_none());
     }
 }

@@ -81,7 +81,7 @@ pub mod routes;
 pub mod tls;
 
 pub use codec::{Codec, Outgoing, PayloadFormat};
-pub use config::{Config, Credentials, QoS};
+pub use config::{Config, Credentials, EmptyPassword, QoS};
 pub use error::{Error, Result};
 pub use gateway::{Gateway, Stats};
 pub use routes::{Routes, TopicMatch};
