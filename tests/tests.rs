@@ -8,6 +8,7 @@ mod util;
 #[cfg(feature = "bench")]
 mod bench;
 mod bus;
+mod docs;
 mod kit;
 mod metrics;
 mod mqtt;
