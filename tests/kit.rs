@@ -27,6 +27,19 @@ fn gateways(bp: &BackplaneProc) -> Vec<(&'static str, Command)> {
     vec![("wsgw", ws), ("tgw", tcp), ("mqttgw", mqtt), ("mgw", mgw)]
 }
 
+/// Runs a gateway that must refuse its flags at once, and its output; one
+/// that starts instead is killed at the deadline and fails the test.
+async fn refused_at_start(name: &str, command: Command) -> std::process::Output {
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    within(
+        &format!("{name} to refuse its flags and exit"),
+        command.output(),
+    )
+    .await
+    .expect("runs")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queue_of_nothing_is_refused_the_same_by_every_gateway() {
     let bp = BackplaneProc::start().await;
@@ -35,7 +48,8 @@ async fn a_queue_of_nothing_is_refused_the_same_by_every_gateway() {
         ("--queue-bytes", "--queue-bytes must be at least 1 byte"),
     ] {
         for (name, mut command) in gateways(&bp) {
-            let out = command.args([flag, "0"]).output().expect("runs");
+            command.args([flag, "0"]);
+            let out = refused_at_start(name, command).await;
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name} {flag} 0: {stderr}");
             assert!(
@@ -43,6 +57,27 @@ async fn a_queue_of_nothing_is_refused_the_same_by_every_gateway() {
                 "{name} {flag} 0: {stderr}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_size_limit_of_nothing_is_refused_by_every_gateway() {
+    let bp = BackplaneProc::start().await;
+    for (name, mut command) in gateways(&bp) {
+        // A page's message is wsgw's unit; a payload the others'.
+        let flag = if name == "wsgw" {
+            "--max-message-size"
+        } else {
+            "--max-payload"
+        };
+        command.args([flag, "0"]);
+        let out = refused_at_start(name, command).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name} {flag} 0: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}: ")) && stderr.contains(flag),
+            "{name} {flag} 0: {stderr}"
+        );
     }
 }
 

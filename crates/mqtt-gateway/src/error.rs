@@ -114,8 +114,8 @@ pub enum Error {
         empty_password: Option<EmptyPassword>,
     },
 
-    /// A bus payload that JSON cannot carry (NaN, a composite map key, ...),
-    /// or that is not MessagePack.
+    /// A bus payload that JSON cannot carry (a composite map key, ...), or
+    /// that is not MessagePack.
     #[error("the bus payload cannot be sent as JSON: {0}")]
     NotJsonable(#[source] banyan_core::Error),
 

@@ -17,6 +17,10 @@ pub enum Error {
     #[error("the length prefix is 1, 2 or 4 bytes, not {0:?}")]
     PrefixWidth(String),
 
+    /// `--max-payload 0`: no frame could pass either way.
+    #[error("--max-payload must be at least 1 byte")]
+    ZeroMaxPayload,
+
     /// The configuration names no bus topic to forward to the device.
     #[error("no bus topic to forward to the device (-g)")]
     NoTopics,

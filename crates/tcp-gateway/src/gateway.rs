@@ -23,11 +23,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Validates `config`: at least one bus topic, non-zero queue bounds, a
-    /// reconnection range whose first wait is not past its longest.
+    /// Validates `config`: at least one bus topic, a payload limit of at
+    /// least one byte, non-zero queue bounds, a reconnection range whose
+    /// first wait is not past its longest.
     pub fn new(config: Config) -> Result<Gateway> {
         if config.topics.is_empty() {
             return Err(Error::NoTopics);
+        }
+        if config.max_payload == 0 {
+            return Err(Error::ZeroMaxPayload);
         }
         config.queue.validate()?;
         config.reconnect.validate()?;
