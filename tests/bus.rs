@@ -11,6 +11,7 @@ use crate::util::*;
 
 mod hosting;
 mod lan;
+mod restart;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -72,6 +72,9 @@ pub(crate) enum Command {
     },
 }
 
+/// How often a socket retries its connection to an absent backplane, in ms.
+const RECONNECT_INTERVAL_MS: i32 = 100;
+
 /// Commands or messages handled per turn before the other side gets one;
 /// received messages reach [`Messages`](crate::Messages) in batches of at
 /// most this many, one channel operation each.
@@ -109,9 +112,14 @@ pub(crate) fn spawn(
         socket.set_ipv6(ipv6)?;
         socket.set_sndhwm(config.high_water_mark)?;
         socket.set_rcvhwm(config.high_water_mark)?;
-        // Reconnect quickly after a backplane restart, but do not hammer.
-        socket.set_reconnect_ivl(100)?;
-        socket.set_reconnect_ivl_max(2000)?;
+        // Retry every 100 ms, as pyzmq's sockets do (ZeroMQ's default with
+        // no maximum): a backplane restarted by hand or by a service
+        // manager is found within 0.1 s. A doubling backoff (100 ms up to
+        // 2 s) found it 1.3 s late, while every publisher's messages of that
+        // time were lost; ten connection attempts a second to one address
+        // cost nothing worth saving.
+        socket.set_reconnect_ivl(RECONNECT_INTERVAL_MS)?;
+        socket.set_reconnect_ivl_max(0)?;
     }
     sub.set_rcvhwm(config.receive_high_water_mark)?;
     set_xpub_nodrop(&mut xpub, true)?;
