@@ -648,3 +648,43 @@ async fn the_view_subscribes_to_the_bus_only_while_it_is_open() {
     close_tab(&mut browser, &again).await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_sixteen_views_are_open_at_once() {
+    let bp = BackplaneProc::start().await;
+    let mut gw = Wsgw::start(&bp).await;
+    let own = format!("127.0.0.1:{}", gw.port);
+    let origin = format!("http://{own}");
+    let mut views = Vec::new();
+    for n in 1..=16 {
+        let view = gw
+            .open_view(&own, Some(&origin))
+            .await
+            .unwrap_or_else(|e| panic!("view {n} of 16 refused: {e}"));
+        views.push(view);
+    }
+    match gw.open_view(&own, Some(&origin)).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body = response
+                .body()
+                .as_ref()
+                .map(|body| String::from_utf8_lossy(body).into_owned())
+                .unwrap_or_default();
+            assert!(body.contains("16 bus views are open"), "{body:?}");
+        }
+        Ok(_) => panic!("a 17th view was opened"),
+        Err(e) => panic!("expected HTTP 503 for a 17th view, got {e}"),
+    }
+    // One leaves: its place is free again.
+    let mut leaving = views.pop().expect("a view");
+    within("the view's close", leaving.close(None))
+        .await
+        .expect("closed");
+    gw.proc
+        .wait_for_text("a bus view left; 15 still open")
+        .await;
+    gw.open_view(&own, Some(&origin))
+        .await
+        .expect("a view once another left");
+}
