@@ -121,6 +121,11 @@ async fn main() -> ExitCode {
     } else {
         cli::init_logging();
     }
-    let gateway = banyan_ws_gateway::Gateway::new(config(&args));
+    let gateway = match banyan_ws_gateway::Gateway::new(config(&args)) {
+        // A port in use is the machine's state, not a bad flag: exit code 1,
+        // as the backplane's.
+        Err(e @ banyan_ws_gateway::Error::Listen { .. }) => return cli::fail(e),
+        gateway => gateway,
+    };
     cli::serve(&args.name, &args, gateway).await
 }

@@ -748,3 +748,25 @@ async fn a_onegpio_page_in_chromium() {
     assert_eq!(state["status"], json!("open"));
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_in_use_is_reported_with_exit_code_1() {
+    let bp = BackplaneProc::start().await;
+    // Held by this test for as long as wsgw runs.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = held.local_addr().expect("its address").port().to_string();
+    let mut gw = Proc::spawn(
+        "wsgw",
+        Command::new(exe("wsgw"))
+            .args(bp.flags())
+            .args(["-w", &port])
+            .env("NO_COLOR", "1"),
+    );
+    assert_eq!(gw.wait().await, Some(1), "{}", gw.output());
+    let output = gw.output();
+    assert!(
+        output.contains(&format!("127.0.0.1:{port}")) && output.contains("in use"),
+        "{output}"
+    );
+    drop(held);
+}
