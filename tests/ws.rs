@@ -770,3 +770,19 @@ async fn a_port_in_use_is_reported_with_exit_code_1() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_sends_no_id_is_told_and_closed_after_ten_seconds() {
+    let bp = BackplaneProc::start().await;
+    let gw = Gateway::start(&bp, &[]).await;
+    let mut silent = gw.connect().await;
+    // The deadline is 10 s from connecting; `within` allows 20.
+    assert_eq!(
+        next_json(&mut silent, "the answer to a page without an id").await,
+        json!({"error": "no WebSocket handshake and id message within 10s"})
+    );
+    assert_eq!(
+        next_close(&mut silent, "the close after no id").await,
+        Some(CloseCode::Policy)
+    );
+}
