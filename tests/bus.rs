@@ -439,6 +439,16 @@ async fn executables_without_a_backplane_start_one() {
         .expect("published");
     monitor.wait_for("a 1", |l| l == "a 1").await;
     monitor.wait_for("b 1", |l| l == "b 1").await;
+
+    // Once no component is left, the on-demand backplane stops by itself,
+    // 5 s later; it logs to the monitor's stderr, which it inherited.
+    client.close().await.expect("closed");
+    echo.stop(true).await;
+    assert_eq!(monitor.stop(true).await, Some(0), "{}", monitor.output());
+    monitor
+        .wait_for_text("no component has been connected for 5s: the on-demand backplane stops")
+        .await;
+    monitor.wait_for_text("backplane stopped").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
