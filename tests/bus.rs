@@ -1485,3 +1485,26 @@ async fn numpy_monitor_survives_any_dtype_from_a_peer() {
     json.wait_for("the message after", |l| l == r#"bad_dtype {"after": 1}"#)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backplane_address_where_nothing_answers_is_reported_after_ten_seconds() {
+    let (publisher_port, subscriber_port) = (free_port(), free_port());
+    let mut monitor = Proc::spawn(
+        "monitor",
+        Command::new(exe("monitor")).args([
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &publisher_port.to_string(),
+            "-s",
+            &subscriber_port.to_string(),
+        ]),
+    );
+    // The wait is 10 s; `wait` allows 20.
+    assert_eq!(monitor.wait().await, Some(1), "{}", monitor.output());
+    let expected = format!(
+        "no backplane answered at 127.0.0.1 (publisher port {publisher_port}, subscriber port \
+         {subscriber_port}) within 10s"
+    );
+    assert!(monitor.output().contains(&expected), "{}", monitor.output());
+}
