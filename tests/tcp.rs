@@ -538,3 +538,32 @@ fn decode_hex(text: &str) -> Value {
         .collect();
     banyan_core::envelope::decode(&bytes).expect("one MessagePack value")
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_length_prefix_over_the_limit_ends_the_connection_and_the_next_one_works() {
+    let mut rig = Rig::start(&["--prefix", "2", "--max-payload", "100"]).await;
+    let mut device = rig.accept().await;
+    // A good frame, then a length of 255: more than the gateway reads, so
+    // the stream can no longer be trusted.
+    let mut wire = frame(&[0x01], 2);
+    wire.extend([0x00, 0xff, 0x00]);
+    device.write_all(&wire).await.expect("device writes");
+    assert_eq!(rig.next_from_device().await, vec![0x01]);
+    rig.gw
+        .wait_for_text("disconnected: reading failed: frame size too big")
+        .await;
+    let mut buf = [0u8; 16];
+    // Closed: an end of stream, or a reset if a byte was still unread.
+    match within("the gateway to close the bad stream", device.read(&mut buf)).await {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the bad stream is still open: {other:?}"),
+    }
+    // It comes back on a new connection, and frames pass again.
+    let mut again = rig.accept().await;
+    again
+        .write_all(&frame(&[0x02], 2))
+        .await
+        .expect("device writes");
+    assert_eq!(rig.next_from_device().await, vec![0x02]);
+}
