@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use banyan_core::backplane::{
-    BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_SLOW_SUBSCRIBER_GRACE,
+    BackplaneConfig, DEFAULT_HIGH_WATER_MARK, DEFAULT_QUEUE_BYTES, DEFAULT_SLOW_SUBSCRIBER_GRACE,
     DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
 };
 use banyan_core::{Backplane, BackplaneStats};
@@ -37,6 +37,10 @@ struct Args {
     /// queue bound per subscriber in messages (default 16384)
     #[argh(option, default = "DEFAULT_SUBSCRIBER_HIGH_WATER_MARK")]
     subscriber_high_water_mark: i32,
+    /// bytes each publisher's and each subscriber's queue holds at most: both
+    /// marks are lowered while messages are large (default 67108864, 64 MiB)
+    #[argh(option, default = "DEFAULT_QUEUE_BYTES")]
+    queue_bytes: u64,
     /// how long a subscriber whose queue is full may take to make room
     /// before it misses messages: seconds, or a number with a unit (default
     /// 250ms)
@@ -76,12 +80,16 @@ async fn main() -> ExitCode {
     let args: Args = cli::parse(&SPEC);
     cli::init_logging();
     let _ = args.loop_time;
+    if args.queue_bytes == 0 {
+        cli::usage_error(&cli::command(), "--queue-bytes must be at least 1 byte");
+    }
     let config = BackplaneConfig {
         bind_address: args.address,
         publisher_port: args.publisher_port,
         subscriber_port: args.subscriber_port,
         high_water_mark: args.high_water_mark,
         subscriber_high_water_mark: args.subscriber_high_water_mark,
+        queue_bytes: args.queue_bytes,
         slow_subscriber_grace: args.stall_grace,
         ..if args.on_demand {
             banyan_core::backplane::on_demand(args.publisher_port, args.subscriber_port)

@@ -54,6 +54,10 @@ struct RunArgs {
     /// idle page; needs `ulimit -n` above it; 0 to skip it (default 2000)
     #[argh(option, default = "2000")]
     ws_idle_pages: usize,
+    /// subscribers of the bus case that subscribe to everything published
+    /// and never read, to measure what they cost the backplane (default 0)
+    #[argh(option, default = "0")]
+    stalled_subscribers: usize,
     /// round trips measured by latency (default 10000)
     #[argh(option, default = "10_000")]
     round_trips: u64,
@@ -156,6 +160,7 @@ fn run(args: RunArgs) -> banyan_bench::Result<()> {
         subscribers: args.subscribers,
         ws_clients: args.ws_clients,
         ws_idle_pages: args.ws_idle_pages,
+        stalled_subscribers: args.stalled_subscribers,
         round_trips: args.round_trips,
         runs: args.runs,
         warmup: args.warmup,

@@ -1508,3 +1508,78 @@ async fn a_backplane_address_where_nothing_answers_is_reported_after_ten_seconds
     );
     assert!(monitor.output().contains(&expected), "{}", monitor.output());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_messages_for_a_stalled_subscriber_stay_within_the_queue_bytes() {
+    /// The budget of each queue: 8 MiB.
+    const QUEUE_BYTES: &str = "8388608";
+    /// 3,000 messages of 64 KiB: 192 MiB, all of which a stalled
+    /// subscriber's queue of 16,384 messages would hold.
+    const COUNT: usize = 3_000;
+    let bp = BackplaneProc::start_with(&["--queue-bytes", QUEUE_BYTES]).await;
+    let context = zmq::Context::new();
+    // Subscribes to everything and never reads, with small buffers of its own.
+    let stalled = context.socket(zmq::SUB).expect("socket");
+    stalled.set_rcvhwm(16).expect("RCVHWM");
+    stalled.set_rcvbuf(65_536).expect("RCVBUF");
+    stalled
+        .connect(&format!("tcp://127.0.0.1:{}", bp.subscriber_port))
+        .expect("connect");
+    stalled.set_subscribe(b"").expect("subscribe");
+    // Reads everything, so that the test knows when all has passed.
+    let reader = context.socket(zmq::SUB).expect("socket");
+    reader.set_rcvtimeo(20_000).expect("RCVTIMEO");
+    reader
+        .connect(&format!("tcp://127.0.0.1:{}", bp.subscriber_port))
+        .expect("connect");
+    reader.set_subscribe(b"big").expect("subscribe");
+    // A raw publisher with no queue bound of its own, so that every message
+    // reaches the backplane; an XPUB, to learn when both subscriptions have.
+    let publisher = context.socket(zmq::XPUB).expect("socket");
+    publisher.set_sndhwm(0).expect("SNDHWM");
+    publisher.set_rcvtimeo(20_000).expect("RCVTIMEO");
+    publisher
+        .connect(&format!("tcp://127.0.0.1:{}", bp.publisher_port))
+        .expect("connect");
+
+    let received = tokio::task::spawn_blocking(move || {
+        let mut heard = std::collections::HashSet::new();
+        while heard.len() < 2 {
+            let notice = publisher
+                .recv_bytes(0)
+                .expect("the subscriptions, within 20 s");
+            heard.insert(notice);
+        }
+        let payload = {
+            // bin 32 of 65,531 bytes: a 65,536-byte MessagePack value.
+            let mut p = vec![0xc6, 0x00, 0x00, 0xff, 0xfb];
+            p.resize(65_536, b'x');
+            p
+        };
+        for _ in 0..COUNT {
+            publisher
+                .send_multipart([&b"big"[..], &payload[..]], 0)
+                .expect("sent");
+        }
+        let mut received = 0;
+        while received < COUNT {
+            let frames = reader
+                .recv_multipart(0)
+                .unwrap_or_else(|e| panic!("message {received} of {COUNT} within 20 s: {e}"));
+            assert_eq!(frames.len(), 2);
+            received += 1;
+        }
+        drop(stalled);
+        received
+    })
+    .await
+    .expect("the publisher and the reader");
+    assert_eq!(received, COUNT, "the subscriber that reads got everything");
+    // Each queue holds 8 MiB at most (the publisher's, the reader's, the
+    // stalled one's); 192 MiB went through.
+    let peak = peak_memory_kib(bp.proc.pid());
+    assert!(
+        peak < 48 * 1024,
+        "the backplane's peak was {peak} KiB for queues of 8 MiB"
+    );
+}

@@ -449,3 +449,13 @@ pub(crate) async fn ws_connect(
     let (ws, _) = tokio_tungstenite::client_async(format!("ws://{address}/"), tcp).await?;
     Ok(ws)
 }
+
+/// A process's peak resident memory (`VmHWM`), in KiB.
+pub(crate) fn peak_memory_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}

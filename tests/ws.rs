@@ -587,16 +587,6 @@ async fn a_slow_client_loses_nothing_while_a_stalled_one_is_dropped() {
     gw.proc.wait_for_text("dropping its oldest messages").await;
 }
 
-/// A process's peak resident memory (`VmHWM`), in KiB.
-fn peak_memory_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn other_sites_are_refused() {
     let bp = BackplaneProc::start().await;

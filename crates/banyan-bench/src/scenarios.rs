@@ -114,6 +114,11 @@ pub struct Config {
     /// Each page is a socket in the page worker and in `wsgw`: `ulimit -n`
     /// must allow it.
     pub ws_idle_pages: usize,
+    /// Subscribers of the bus case that subscribe to what is published and
+    /// never read a message (bare ZeroMQ sockets with small queues of their
+    /// own), so that the backplane's memory shows what a stalled subscriber
+    /// costs it (with `payload` of 64 KiB, say).
+    pub stalled_subscribers: usize,
     /// Round trips measured by `latency`.
     pub round_trips: u64,
     /// Measured runs of each case; figures are their medians.
@@ -140,6 +145,7 @@ impl Default for Config {
             subscribers: 1,
             ws_clients: 100,
             ws_idle_pages: 2000,
+            stalled_subscribers: 0,
             round_trips: 10_000,
             runs: 5,
             warmup: 1,
@@ -568,9 +574,23 @@ fn run_case(config: &Config, case: &Case) -> Result<Sample> {
         Kind::Bus => {
             let (backplane, bus) = start_backplane(config)?;
             let watched = watch("backplane", &backplane);
+            // Held until the sample is taken: they stall for the whole run.
+            let mut stalled = Vec::new();
+            for index in 0..config.stalled_subscribers {
+                let mut sub = Proc::worker(
+                    &format!("stalled subscriber {index}"),
+                    &Role::StalledSubscribe {
+                        port: bus.subscriber_port,
+                        prefix: "bench".into(),
+                    },
+                )?;
+                sub.event("ready", START)?;
+                stalled.push(sub);
+            }
             let (mut subs, mut pubs, total) = bus_peers(config, &bus)?;
             let mut sample = throughput(config, &mut pubs, &mut subs, total)?;
             sample.memory.push(memory(&watched, &backplane));
+            drop(stalled);
             Ok(sample)
         }
         Kind::ViewBus { open } => {

@@ -93,6 +93,14 @@ pub enum Role {
         /// Send high-water mark.
         high_water_mark: i32,
     },
+    /// Subscribes with a bare ZeroMQ SUB socket and never reads: a stalled
+    /// subscriber, until it is ended.
+    StalledSubscribe {
+        /// The backplane's subscriber port.
+        port: u16,
+        /// The subscription.
+        prefix: String,
+    },
     /// Counts messages with a bare ZeroMQ SUB socket.
     RawSubscribe {
         /// The proxy's subscriber port.
@@ -232,6 +240,7 @@ pub fn run(role: &str) -> Result<()> {
             publisher_port,
             subscriber_port,
         } => raw_echo(publisher_port, subscriber_port),
+        Role::StalledSubscribe { port, prefix } => stalled_subscribe(port, &prefix),
         Role::RawPing {
             publisher_port,
             subscriber_port,
@@ -485,6 +494,22 @@ fn raw_subscribe(
     }
     emit("result", tally.report());
     Ok(())
+}
+
+fn stalled_subscribe(port: u16, prefix: &str) -> Result<()> {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::SUB)?;
+    // Small queues of its own, so that what piles up piles up in the
+    // backplane.
+    socket.set_rcvhwm(16)?;
+    socket.set_rcvbuf(65_536)?;
+    socket.connect(&format!("tcp://127.0.0.1:{port}"))?;
+    socket.set_subscribe(prefix.as_bytes())?;
+    emit("ready", json!({}));
+    // Ended by the bench (SIGKILL) once the case is measured.
+    loop {
+        std::thread::park();
+    }
 }
 
 fn raw_echo(publisher_port: u16, subscriber_port: u16) -> Result<()> {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::handover::{self, Answer};
+use crate::marks::Marks;
 use crate::wake::Wake;
 use crate::zmq_ext::set_xpub_nodrop;
 
@@ -45,6 +46,11 @@ pub const DEFAULT_HIGH_WATER_MARK: i32 = 200_000;
 /// this queue and half of its client's, 16,384 messages in 250 ms, about
 /// 65,000 messages/s).
 pub const DEFAULT_SUBSCRIBER_HIGH_WATER_MARK: i32 = 16_384;
+/// Bytes each queue of the backplane (each publisher's, each subscriber's)
+/// holds at most, as well as its mark in messages: 64 MiB, so that 16,384
+/// messages of 64 KiB (1 GiB) cannot pile up for a stalled subscriber. See
+/// [`BackplaneConfig::queue_bytes`].
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
 
 /// How long a backplane process started on demand keeps running with no
 /// component connected: long enough for a component to restart, short
@@ -104,6 +110,14 @@ pub struct BackplaneConfig {
     /// Queue bound per subscriber, in messages (the XPUB side); see
     /// [`DEFAULT_SUBSCRIBER_HIGH_WATER_MARK`].
     pub subscriber_high_water_mark: i32,
+    /// Bytes each queue (each publisher's, each subscriber's) holds at
+    /// most. libzmq counts its queues in messages only, so the backplane
+    /// lowers both marks while large messages flow: to this budget divided
+    /// by the largest recent message (rounded up to a power of two), never
+    /// above the marks above nor below 16 messages. They rise again once a
+    /// window of 4,096 messages had none as large. Small messages (under
+    /// about 400 bytes with the defaults) leave the marks as they are.
+    pub queue_bytes: u64,
     /// When a subscriber's queue is full, forwarding pauses (publishers
     /// wait) for at most this long for it to make room; after that the
     /// message goes to everyone else and that subscriber misses it (an
@@ -128,6 +142,7 @@ impl Default for BackplaneConfig {
             subscriber_port: DEFAULT_SUBSCRIBER_PORT,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             subscriber_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             slow_subscriber_grace: DEFAULT_SLOW_SUBSCRIBER_GRACE,
             gives_way: false,
             idle_exit: None,
@@ -247,6 +262,11 @@ impl Backplane {
 
         let grace = config.slow_subscriber_grace;
         let gives_way = config.gives_way;
+        let (queue_bytes, high_water_mark, subscriber_high_water_mark) = (
+            config.queue_bytes,
+            config.high_water_mark,
+            config.subscriber_high_water_mark,
+        );
         let idle = config
             .idle_exit
             .map(|after| IdleWatch::new(&context, [&xsub, &xpub], after))
@@ -267,6 +287,10 @@ impl Backplane {
                         frames: Vec::with_capacity(4),
                         held: false,
                         held_bytes: 0,
+                        marks: Marks::new(
+                            queue_bytes,
+                            (high_water_mark, subscriber_high_water_mark),
+                        ),
                         blocked_since: None,
                         grace,
                         unlogged_overflows: 0,
@@ -570,6 +594,8 @@ struct Forwarder {
     /// The bytes of the frames in `frames`, counted as they are read (the
     /// send moves the payload away).
     held_bytes: u64,
+    /// The queues' marks, lowered while large messages flow.
+    marks: Marks,
     /// When a full subscriber first refused the held message.
     blocked_since: Option<Instant>,
     grace: Duration,
@@ -849,8 +875,29 @@ impl Forwarder {
             self.held_bytes += msg.len() as u64;
             self.frames.push(msg);
             if !more {
+                if let Some(marks) = self.marks.observe(self.held_bytes) {
+                    self.set_marks(marks);
+                }
                 return Ok(true);
             }
+        }
+    }
+
+    /// Sets the publishers' and the subscribers' queue marks, for the
+    /// queues that exist and those to come.
+    fn set_marks(&mut self, (publishers, subscribers): (i32, i32)) {
+        tracing::debug!(
+            publishers,
+            subscribers,
+            message_bytes = self.held_bytes,
+            "queue marks set for the size of the messages"
+        );
+        if let Err(e) = self
+            .xsub
+            .set_rcvhwm(publishers)
+            .and_then(|()| self.xpub.set_sndhwm(subscribers))
+        {
+            tracing::warn!("setting the queue marks failed: {e}");
         }
     }
 

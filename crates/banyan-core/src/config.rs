@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::backplane::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_PUBLISHER_PORT, DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
-    DEFAULT_SUBSCRIBER_PORT,
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_PUBLISHER_PORT, DEFAULT_QUEUE_BYTES,
+    DEFAULT_SUBSCRIBER_HIGH_WATER_MARK, DEFAULT_SUBSCRIBER_PORT,
 };
 
 /// How to reach a backplane.
@@ -24,6 +24,10 @@ pub struct ClientConfig {
     /// ZeroMQ queue bound, in messages, of what the backplane sends us (see
     /// [`DEFAULT_SUBSCRIBER_HIGH_WATER_MARK`]).
     pub receive_high_water_mark: i32,
+    /// Bytes each of the two ZeroMQ queues holds at most, as well as its
+    /// mark in messages: both marks are lowered while large messages flow,
+    /// as the backplane's are ([`BackplaneConfig::queue_bytes`](crate::BackplaneConfig::queue_bytes)).
+    pub queue_bytes: u64,
     /// Bound of the queue from tasks to the I/O thread, and of the queue of
     /// received messages not yet taken from [`Messages`](crate::Messages).
     pub queue_capacity: usize,
@@ -38,6 +42,7 @@ impl Default for ClientConfig {
             ready_timeout: Duration::from_secs(10),
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             receive_high_water_mark: DEFAULT_SUBSCRIBER_HIGH_WATER_MARK,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             queue_capacity: 8192,
         }
     }

@@ -21,6 +21,7 @@ use crate::backplane::endpoint;
 use crate::config::ClientConfig;
 use crate::envelope::{FrameReader, Message};
 use crate::error::{Error, Result};
+use crate::marks::Marks;
 use crate::topic::{is_control, is_probe, probe_topic, Upstream};
 use crate::wake::Wake;
 use crate::zmq_ext::set_xpub_nodrop;
@@ -148,6 +149,17 @@ pub(crate) fn spawn(
         reader: FrameReader::default(),
         held_in: None,
         held_out: None,
+        out_marks: Marks::new(
+            config.queue_bytes,
+            (config.high_water_mark, config.high_water_mark),
+        ),
+        in_marks: Marks::new(
+            config.queue_bytes,
+            (
+                config.receive_high_water_mark,
+                config.receive_high_water_mark,
+            ),
+        ),
         upstream: Upstream::default(),
         probes: HashMap::new(),
         waiters: Vec::new(),
@@ -237,6 +249,11 @@ struct Driver {
     held_in: Option<Vec<Message>>,
     /// A message the backplane's queue had no room for.
     held_out: Option<Message>,
+    /// The mark of the queue toward the backplane, lowered while large
+    /// messages are published (only its first half is used).
+    out_marks: Marks,
+    /// The mark of the queue of what the backplane sends, likewise.
+    in_marks: Marks,
     /// The subscriptions the backplane forwards upstream.
     upstream: Upstream,
     probes: HashMap<Vec<u8>, Probe>,
@@ -322,6 +339,11 @@ impl Driver {
     /// Sends a message; `Ok(false)` when the backplane's queue is full and the
     /// message is held for a retry.
     fn try_publish(&mut self, message: Message) -> Result<bool> {
+        let size = (message.topic().len() + message.payload().len()) as u64;
+        if let Some((mark, _)) = self.out_marks.observe(size) {
+            tracing::debug!(mark, message_bytes = size, "publishing queue mark set");
+            self.xpub.set_sndhwm(mark)?;
+        }
         match self
             .xpub
             .send(message.topic().as_bytes(), zmq::SNDMORE | zmq::DONTWAIT)
@@ -405,6 +427,13 @@ impl Driver {
                     self.probe_returned(&topic);
                 }
                 continue;
+            }
+            let size = frames.iter().map(|frame| frame.len() as u64).sum();
+            if let Some((mark, _)) = self.in_marks.observe(size) {
+                tracing::debug!(mark, message_bytes = size, "receiving queue mark set");
+                if let Err(e) = self.sub.set_rcvhwm(mark) {
+                    tracing::warn!("setting the receiving queue's mark failed: {e}");
+                }
             }
             match self.reader.read(&frames) {
                 Ok(message) => batch.push(message),

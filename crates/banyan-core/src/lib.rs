@@ -73,6 +73,7 @@ pub mod envelope;
 pub mod error;
 pub mod handover;
 pub mod json;
+mod marks;
 pub mod monitor;
 mod numpy;
 pub mod pyrepr;
