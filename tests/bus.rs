@@ -1583,3 +1583,38 @@ async fn large_messages_for_a_stalled_subscriber_stay_within_the_queue_bytes() {
         "the backplane's peak was {peak} KiB for queues of 8 MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_bounded_to_one_batch_still_delivers_everything_in_order() {
+    const COUNT: u64 = 20_000;
+    let bp = BackplaneProc::start().await;
+    // A budget of one byte: the inbox takes a batch only when it is empty,
+    // so the I/O thread waits for the reader at almost every batch.
+    let config = ClientConfig {
+        queue_bytes: 1,
+        ..bp.config()
+    };
+    let (sub, mut inbox) = within("connect", banyan_core::Client::connect(&config))
+        .await
+        .expect("connects");
+    sub.subscribe("seq").await.expect("subscribed");
+    let (publisher, _) = bp.connect().await;
+    let sender = tokio::spawn(async move {
+        for n in 0..COUNT {
+            publisher
+                .publish("seq", &Value::from(n))
+                .await
+                .expect("published");
+        }
+        publisher
+    });
+    for expected in 0..COUNT {
+        let message = recv(&mut inbox, "the next message of the sequence").await;
+        assert_eq!(message.value().expect("msgpack"), Value::from(expected));
+        if expected % 1000 == 0 {
+            // A reader that pauses now and then.
+            tokio::task::yield_now().await;
+        }
+    }
+    let _publisher = sender.await.expect("the publisher");
+}

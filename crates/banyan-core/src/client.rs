@@ -239,8 +239,8 @@ impl Messages {
             if let Some(message) = self.batch.next() {
                 return Some(message);
             }
-            self.batch = self.rx.recv().await?.into_iter();
-            self.after_take();
+            let batch = self.rx.recv().await?;
+            self.take(batch);
         }
     }
 
@@ -250,9 +250,18 @@ impl Messages {
             if let Some(message) = self.batch.next() {
                 return Some(message);
             }
-            self.batch = self.rx.try_recv().ok()?.into_iter();
-            self.after_take();
+            let batch = self.rx.try_recv().ok()?;
+            self.take(batch);
         }
+    }
+
+    /// Takes a batch out of the inbox, freeing its bytes there.
+    fn take(&mut self, batch: Vec<Message>) {
+        self.shared
+            .inbox_bytes
+            .fetch_sub(driver::batch_bytes(&batch), Ordering::SeqCst);
+        self.batch = batch.into_iter();
+        self.after_take();
     }
 
     fn after_take(&self) {
@@ -276,10 +285,7 @@ impl futures_core::Stream for Messages {
                 return Poll::Ready(Some(message));
             }
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => {
-                    self.batch = batch.into_iter();
-                    self.after_take();
-                }
+                Poll::Ready(Some(batch)) => self.take(batch),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }

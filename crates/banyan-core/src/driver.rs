@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     /// Set by the I/O thread when it holds a received message the inbox had
     /// no room for; the reader of [`Messages`](crate::Messages) then wakes it.
     pub(crate) inbox_blocked: AtomicBool,
+    /// Bytes (topics and payloads) of the batches in the inbox, not yet
+    /// taken by the reader: the inbox is bounded in bytes as well as in
+    /// batches ([`ClientConfig::queue_bytes`](crate::ClientConfig::queue_bytes)).
+    pub(crate) inbox_bytes: AtomicU64,
     /// Whether the backplane forwards subscriptions (an XPUB backplane), so
     /// that probes return as subscription notices rather than as messages.
     pub(crate) forwards_subscriptions: AtomicBool,
@@ -45,10 +49,27 @@ impl Shared {
         Ok(Shared {
             wake: Wake::new()?,
             inbox_blocked: AtomicBool::new(false),
+            inbox_bytes: AtomicU64::new(0),
             forwards_subscriptions: AtomicBool::new(false),
             malformed: AtomicU64::new(0),
         })
     }
+}
+
+/// The bytes of a batch of messages as the inbox counts them: topics and
+/// payloads.
+pub(crate) fn batch_bytes(batch: &[Message]) -> u64 {
+    batch
+        .iter()
+        .map(|message| (message.topic().len() + message.payload().len()) as u64)
+        .sum()
+}
+
+/// What became of one attempt to queue a batch for the reader.
+enum Delivered {
+    Yes,
+    Full(Vec<Message>),
+    Closed,
 }
 
 /// Work handed to the I/O thread.
@@ -160,6 +181,7 @@ pub(crate) fn spawn(
                 config.receive_high_water_mark,
             ),
         ),
+        inbox_budget: config.queue_bytes,
         upstream: Upstream::default(),
         probes: HashMap::new(),
         waiters: Vec::new(),
@@ -254,6 +276,8 @@ struct Driver {
     out_marks: Marks,
     /// The mark of the queue of what the backplane sends, likewise.
     in_marks: Marks,
+    /// Bytes the inbox holds at most (but always one batch).
+    inbox_budget: u64,
     /// The subscriptions the backplane forwards upstream.
     upstream: Upstream,
     probes: HashMap<Vec<u8>, Probe>,
@@ -481,34 +505,60 @@ impl Driver {
         }
     }
 
-    /// Queues a batch for the reader; false (batch held) when full.
+    /// Queues a batch for the reader; false (batch held) when the inbox is
+    /// full, in batches or in bytes.
     fn deliver(&mut self, inbox: &mpsc::Sender<Vec<Message>>, batch: Vec<Message>) -> bool {
-        match inbox.try_send(batch) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+        let bytes = batch_bytes(&batch);
+        match self.try_deliver(inbox, batch, bytes) {
+            Delivered::Yes => true,
+            Delivered::Closed => {
                 self.inbox = None;
                 true
             }
-            Err(mpsc::error::TrySendError::Full(batch)) => {
+            Delivered::Full(batch) => {
                 // Say we wait, then look again: the reader either sees the
                 // flag or made room before our second look.
                 self.shared.inbox_blocked.store(true, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
-                match inbox.try_send(batch) {
-                    Ok(()) => {
+                match self.try_deliver(inbox, batch, bytes) {
+                    Delivered::Yes => {
                         self.shared.inbox_blocked.store(false, Ordering::SeqCst);
                         true
                     }
-                    Err(mpsc::error::TrySendError::Full(batch)) => {
+                    Delivered::Full(batch) => {
                         self.held_in = Some(batch);
                         false
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Delivered::Closed => {
                         self.inbox = None;
                         true
                     }
                 }
             }
+        }
+    }
+
+    /// One attempt at queuing a batch of `bytes`. A batch always goes into
+    /// an inbox that holds no bytes, so that a batch larger than the bound
+    /// passes alone.
+    fn try_deliver(
+        &self,
+        inbox: &mpsc::Sender<Vec<Message>>,
+        batch: Vec<Message>,
+        bytes: u64,
+    ) -> Delivered {
+        let held = self.shared.inbox_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if held > 0 && held + bytes > self.inbox_budget {
+            self.shared.inbox_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            return Delivered::Full(batch);
+        }
+        match inbox.try_send(batch) {
+            Ok(()) => Delivered::Yes,
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.shared.inbox_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                Delivered::Full(batch)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivered::Closed,
         }
     }
 
