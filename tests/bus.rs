@@ -1618,3 +1618,50 @@ async fn an_inbox_bounded_to_one_batch_still_delivers_everything_in_order() {
     }
     let _publisher = sender.await.expect("the publisher");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_messages_wait_for_room_in_a_publishers_byte_budget_and_all_arrive() {
+    const COUNT: u64 = 2_000;
+    let bp = BackplaneProc::start().await;
+    let (sub, mut inbox) = bp.connect().await;
+    sub.subscribe("big").await.expect("subscribed");
+    // A budget smaller than one message: each waits until the one before
+    // it has been handed to ZeroMQ.
+    let config = ClientConfig {
+        queue_bytes: 8_192,
+        ..bp.config()
+    };
+    let (publisher, _) = within("connect", banyan_core::Client::connect(&config))
+        .await
+        .expect("connects");
+    let sender = tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            for n in 0..COUNT {
+                let mut payload = banyan_core::envelope::encode(&Value::from(n));
+                payload.resize(65_536, 0xc0); // padding a reader ignores
+                publisher
+                    .send(banyan_core::Message::from_raw("big", payload))
+                    .await
+                    .expect("published");
+            }
+        }
+    });
+    for expected in 0..COUNT {
+        let message = recv(&mut inbox, "the next large message").await;
+        assert_eq!(message.payload().len(), 65_536);
+        let first = rmpv::decode::read_value(&mut &message.payload()[..]).expect("msgpack");
+        assert_eq!(first, Value::from(expected));
+    }
+    within("the publisher", sender)
+        .await
+        .expect("the publisher's task");
+    // Closed: publishing fails at once, it does not wait for room.
+    publisher.close().await.expect("closed");
+    let refused = within(
+        "a publish after close",
+        publisher.send(banyan_core::Message::from_raw("big", vec![0xc0; 65_536])),
+    )
+    .await;
+    assert!(refused.is_err(), "published after close");
+}

@@ -76,7 +76,7 @@ impl Client {
     /// Fails with [`Error::BackplaneUnreachable`] when nothing answers within
     /// [`ClientConfig::ready_timeout`].
     pub async fn connect(config: &ClientConfig) -> Result<(Client, Messages)> {
-        let shared = Arc::new(Shared::new()?);
+        let shared = Arc::new(Shared::new(config.queue_bytes)?);
         let capacity = config.queue_capacity.max(1);
         let (commands, command_rx) = mpsc::channel(capacity);
         // Received messages travel in batches of up to driver::BATCH.
@@ -115,18 +115,44 @@ impl Client {
 
     /// Publishes a message.
     pub async fn send(&self, message: Message) -> Result<()> {
-        self.command(Command::Publish(message)).await
+        let share = self.shared.outbox_share(&message);
+        if share == 0 {
+            return self.command(Command::Publish(message)).await;
+        }
+        self.shared
+            .outbox_room
+            .acquire_many(share)
+            .await
+            .map_err(|_| Error::Closed)?
+            .forget();
+        let sent = self.command(Command::Publish(message)).await;
+        if sent.is_err() {
+            self.shared.outbox_room.add_permits(share as usize);
+        }
+        sent
     }
 
     /// Publishes a message if the queue toward the backplane has room, else
     /// fails at once with [`Error::Full`].
     pub fn try_send(&self, message: Message) -> Result<()> {
-        self.commands
-            .try_send(Command::Publish(message))
-            .map_err(|e| match e {
+        let share = self.shared.outbox_share(&message);
+        if share > 0 {
+            self.shared
+                .outbox_room
+                .try_acquire_many(share)
+                .map_err(|e| match e {
+                    tokio::sync::TryAcquireError::Closed => Error::Closed,
+                    tokio::sync::TryAcquireError::NoPermits => Error::Full,
+                })?
+                .forget();
+        }
+        if let Err(e) = self.commands.try_send(Command::Publish(message)) {
+            self.shared.outbox_room.add_permits(share as usize);
+            return Err(match e {
                 mpsc::error::TrySendError::Full(_) => Error::Full,
                 mpsc::error::TrySendError::Closed(_) => Error::Closed,
-            })?;
+            });
+        }
         self.shared.wake.notify();
         Ok(())
     }

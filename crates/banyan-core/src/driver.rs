@@ -15,7 +15,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::backplane::endpoint;
 use crate::config::ClientConfig;
@@ -37,6 +37,14 @@ pub(crate) struct Shared {
     /// taken by the reader: the inbox is bounded in bytes as well as in
     /// batches ([`ClientConfig::queue_bytes`](crate::ClientConfig::queue_bytes)).
     pub(crate) inbox_bytes: AtomicU64,
+    /// Bytes the queue toward the I/O thread may still take in large
+    /// messages ([`LARGE`] bytes or more): a publisher of one takes its
+    /// bytes (at most the whole budget) before queuing it, the I/O thread
+    /// gives them back once ZeroMQ has the message. Small messages skip it:
+    /// the queue's bound in messages bounds their bytes.
+    pub(crate) outbox_room: Semaphore,
+    /// The budget of each queue ([`ClientConfig::queue_bytes`](crate::ClientConfig::queue_bytes)).
+    pub(crate) queue_bytes: u64,
     /// Whether the backplane forwards subscriptions (an XPUB backplane), so
     /// that probes return as subscription notices rather than as messages.
     pub(crate) forwards_subscriptions: AtomicBool,
@@ -45,11 +53,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new() -> Result<Shared> {
+    pub(crate) fn new(queue_bytes: u64) -> Result<Shared> {
+        let queue_bytes = queue_bytes.clamp(1, u64::from(u32::MAX));
         Ok(Shared {
             wake: Wake::new()?,
             inbox_blocked: AtomicBool::new(false),
             inbox_bytes: AtomicU64::new(0),
+            outbox_room: Semaphore::new(queue_bytes as usize),
+            queue_bytes,
             forwards_subscriptions: AtomicBool::new(false),
             malformed: AtomicU64::new(0),
         })
@@ -63,6 +74,25 @@ pub(crate) fn batch_bytes(batch: &[Message]) -> u64 {
         .iter()
         .map(|message| (message.topic().len() + message.payload().len()) as u64)
         .sum()
+}
+
+/// Messages of this many bytes or more count against the outgoing queue's
+/// byte budget; smaller ones are bounded by its count alone (8,192 of them
+/// are at most 32 MiB), so that publishing them costs nothing more.
+pub(crate) const LARGE: u64 = 4096;
+
+impl Shared {
+    /// The bytes of the outgoing queue's budget `message` takes: none for a
+    /// small message; its own, or the whole budget when it is larger, for a
+    /// large one (which then goes alone).
+    pub(crate) fn outbox_share(&self, message: &Message) -> u32 {
+        let bytes = (message.topic().len() + message.payload().len()) as u64;
+        if bytes < LARGE {
+            return 0;
+        }
+        // `queue_bytes` fits in a u32.
+        bytes.min(self.queue_bytes) as u32
+    }
 }
 
 /// What became of one attempt to queue a batch for the reader.
@@ -182,6 +212,7 @@ pub(crate) fn spawn(
             ),
         ),
         inbox_budget: config.queue_bytes,
+        outbox_taken: 0,
         upstream: Upstream::default(),
         probes: HashMap::new(),
         waiters: Vec::new(),
@@ -213,6 +244,9 @@ pub(crate) fn spawn(
         .name("banyan-client".to_owned())
         .spawn(move || {
             let close = driver.run();
+            // Publishers waiting for room hear that nothing will take their
+            // message any more.
+            driver.shared.outbox_room.close();
             driver.flush();
             drop(driver);
             // Waits up to LINGER for queued messages to reach the backplane.
@@ -278,6 +312,9 @@ struct Driver {
     in_marks: Marks,
     /// Bytes the inbox holds at most (but always one batch).
     inbox_budget: u64,
+    /// Bytes of the large messages handed to ZeroMQ this turn, to give
+    /// back to [`Shared::outbox_room`].
+    outbox_taken: u64,
     /// The subscriptions the backplane forwards upstream.
     upstream: Upstream,
     probes: HashMap<Vec<u8>, Probe>,
@@ -321,6 +358,17 @@ impl Driver {
     }
 
     fn handle_commands(&mut self) -> Result<Flow> {
+        let flow = self.take_commands();
+        // Once per turn: the room goes back to publishers in one operation.
+        if self.outbox_taken > 0 {
+            self.shared
+                .outbox_room
+                .add_permits(std::mem::take(&mut self.outbox_taken) as usize);
+        }
+        flow
+    }
+
+    fn take_commands(&mut self) -> Result<Flow> {
         if let Some(message) = self.held_out.take() {
             if !self.try_publish(message)? {
                 return Ok(Flow::Continue(0));
@@ -381,6 +429,7 @@ impl Driver {
         }
         // Once the first frame is accepted the second always is.
         self.xpub.send(&message.payload()[..], zmq::DONTWAIT)?;
+        self.outbox_taken += u64::from(self.shared.outbox_share(&message));
         Ok(true)
     }
 
