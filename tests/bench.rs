@@ -8,57 +8,66 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::mqtt::broker::mosquitto_exe;
 use crate::util::*;
 
 const MESSAGES: u64 = 200;
 
-fn mosquitto() -> &'static str {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate;
-        }
-    }
-    panic!("mosquitto is not installed (Debian: apt-get install mosquitto); the mqtt scenario needs a real broker");
+/// Runs `banyan-bench` with `args` (and the mosquitto it needs) within
+/// `deadline`; it must succeed. Its stdout and stderr.
+async fn run_bench(what: &str, args: &[&str], deadline: std::time::Duration) -> (String, String) {
+    let mut command = Command::new(exe("banyan-bench"));
+    command.args(args).arg("--mosquitto").arg(mosquitto_exe());
+    let output = tokio::time::timeout(
+        deadline,
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("banyan-bench {what} did not end within {deadline:?}"))
+    .expect("join")
+    .expect("banyan-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "banyan-bench {what} failed: {stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
+/// The JSON objects `banyan-bench --json` printed, one per line.
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_scenario_reports_without_loss() {
-    let mut command = Command::new(exe("banyan-bench"));
-    command.args([
+    let messages = MESSAGES.to_string();
+    let (stdout, _) = run_bench(
         "run",
-        "--json",
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "-n",
-        &MESSAGES.to_string(),
-        "--round-trips",
-        "50",
-        "--ws-clients",
-        "3",
-        "--idle-ms",
-        "1000",
-        "--mosquitto",
-        mosquitto(),
-    ]);
-    let output = within(
-        "banyan-bench to run every scenario",
-        tokio::task::spawn_blocking(move || command.output()),
+        &[
+            "run",
+            "--json",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "-n",
+            &messages,
+            "--round-trips",
+            "50",
+            "--ws-clients",
+            "3",
+            "--idle-ms",
+            "1000",
+        ],
+        DEADLINE,
     )
-    .await
-    .expect("join")
-    .expect("banyan-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "banyan-bench failed: {stderr}\n{stdout}"
-    );
-    let records: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    .await;
+    let records = json_lines(&stdout);
     let find = |scenario: &str, case: &str| {
         records
             .iter()
@@ -141,35 +150,13 @@ const SOAK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_soak_survives_a_backplane_restart_and_explains_every_loss() {
-    let mut command = Command::new(exe("banyan-bench"));
-    command.args([
+    let (stdout, stderr) = run_bench(
         "soak",
-        "--seconds",
-        "5",
-        "--rate",
-        "200",
-        "--json",
-        "--mosquitto",
-        mosquitto(),
-    ]);
-    let output = tokio::time::timeout(
+        &["soak", "--seconds", "5", "--rate", "200", "--json"],
         SOAK_DEADLINE,
-        tokio::task::spawn_blocking(move || command.output()),
     )
-    .await
-    .unwrap_or_else(|_| panic!("banyan-bench soak did not end within {SOAK_DEADLINE:?}"))
-    .expect("join")
-    .expect("banyan-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "banyan-bench soak failed: {stderr}\n{stdout}"
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    .await;
+    let lines = json_lines(&stdout);
     let of = |kind: &str| -> Vec<&Value> { lines.iter().filter(|l| l["soak"] == kind).collect() };
     let summary = of("summary");
     let summary = summary

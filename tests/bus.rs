@@ -722,6 +722,12 @@ async fn idle_components_use_no_cpu() {
     );
 }
 
+/// [`python_forms`] of the MessagePack encodings of `values`, as hex.
+async fn python_forms_of(mode: &str, values: &[Value]) -> Vec<String> {
+    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
+    python_forms(mode, &lines).await
+}
+
 /// Runs `tests/python/py_forms.py MODE` on `lines` and returns one output
 /// line per input line.
 async fn python_forms(mode: &str, lines: &[String]) -> Vec<String> {
@@ -885,8 +891,7 @@ fn python_json_values() -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_is_byte_identical_to_python_json_dumps() {
     let values = python_json_values();
-    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
-    let python = python_forms("dumps", &lines).await;
+    let python = python_forms_of("dumps", &values).await;
     let mut differ = Vec::new();
     for (value, theirs) in values.iter().zip(&python) {
         let ours = banyan_core::json::to_json(value).expect("every value here has a JSON form");
@@ -1157,8 +1162,7 @@ fn python_repr_values() -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn repr_is_python_repr_and_print() {
     let values = python_repr_values();
-    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
-    let python = python_forms("repr", &lines).await;
+    let python = python_forms_of("repr", &values).await;
     let mut differ = Vec::new();
     for (value, theirs) in values.iter().zip(&python) {
         let ours = serde_json::to_string(&[
@@ -1190,8 +1194,7 @@ async fn repr_is_python_repr_and_print() {
 #[tokio::test(flavor = "multi_thread")]
 async fn numpy_repr_is_numpy_repr() {
     let values = numpy_values();
-    let lines: Vec<String> = values.iter().map(|v| hex(&envelope::encode(v))).collect();
-    let python = python_forms("numpy", &lines).await;
+    let python = python_forms_of("numpy", &values).await;
     let mut differ = Vec::new();
     for (value, theirs) in values.iter().zip(&python) {
         let theirs: Vec<String> = serde_json::from_str(theirs)
@@ -1351,14 +1354,7 @@ async fn monitor_prints_what_python_monitor_prints() {
         &python_lines,
     );
 
-    let dumps = python_forms(
-        "dumps",
-        &values
-            .iter()
-            .map(|v| hex(&envelope::encode(v)))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    let dumps = python_forms_of("dumps", &values).await;
     let expected_json: Vec<String> = values
         .iter()
         .zip(&dumps)

@@ -7,12 +7,13 @@
 //! The claims are read from the documents themselves, so a document that
 //! changes its example without the code, or the reverse, fails here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use banyan_core::rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::mqtt::broker::{mosquitto_exe, temp_dir, user_name};
 use crate::util::*;
 
 fn read(path: &str) -> String {
@@ -251,15 +252,6 @@ async fn monitor_output_examples_are_what_monitor_prints() {
     }
 }
 
-/// mosquitto, wherever Debian puts it.
-fn mosquitto_exe() -> PathBuf {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists())
-        .expect("mosquitto is installed (Debian: mosquitto); scripts/test installs it")
-}
-
 fn sh(dir: &Path, script: &str) {
     let output = Command::new("sh")
         .args(["-ec", script])
@@ -276,8 +268,7 @@ fn sh(dir: &Path, script: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tls_example_runs_with_a_real_mosquitto() {
     let block = block_after(&read("docs/mqtt-gateway.md"), "## TLS", 0);
-    let dir = std::env::temp_dir().join(format!("docs-tls-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("docs-tls");
     let (script, rest) = block
         .split_once("# mosquitto.conf")
         .expect("the block has a mosquitto.conf");
@@ -287,14 +278,7 @@ async fn the_tls_example_runs_with_a_real_mosquitto() {
         .expect("a blank line after the config");
 
     let port = free_port().to_string();
-    let user = String::from_utf8(
-        Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("id runs")
-            .stdout,
-    )
-    .expect("a user name");
+    let user = user_name();
     let mut settings = Vec::new();
     for line in conf.lines().skip(1) {
         if let Some(made) = line.strip_prefix("# made with: ") {
@@ -302,7 +286,7 @@ async fn the_tls_example_runs_with_a_real_mosquitto() {
         } else if !line.starts_with('#') {
             settings.push(
                 line.replace("listener 8883", &format!("listener {port}"))
-                    .replace("user USER", &format!("user {}", user.trim())),
+                    .replace("user USER", &format!("user {user}")),
             );
         }
     }

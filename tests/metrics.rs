@@ -54,6 +54,25 @@ async fn scrape_until(address: &str, name: &str, expected: f64) -> String {
     panic!("{name} never reached {expected}; last scrape:\n{body}");
 }
 
+/// Publishes `0..count` on `topic` once the gateway has subscribed to it;
+/// returns the publishing connection.
+async fn publish_numbers(bp: &BackplaneProc, topic: &str, count: i64) -> banyan_core::Client {
+    let (client, _) = bp.connect().await;
+    within(
+        "the gateway's subscription",
+        client.wait_for_subscriber(topic),
+    )
+    .await
+    .expect("subscribed");
+    for n in 0..count {
+        client
+            .publish(topic, &Value::from(n))
+            .await
+            .expect("published");
+    }
+    client
+}
+
 /// Starts `name` with `--metrics 127.0.0.1:0`; returns it and the address
 /// from its start-up lines.
 async fn with_metrics(name: &str, command: &mut Command) -> (Proc, String) {
@@ -101,19 +120,7 @@ async fn tgw_counts_what_it_sends_and_what_it_drops_while_the_device_is_away() {
         assert!(body.contains(family), "{family} missing:\n{body}");
     }
     assert_eq!(sample(&body, "banyan_tgw_peers_connected"), Some(0.0));
-    let (client, _) = bp.connect().await;
-    within(
-        "the gateway's subscription",
-        client.wait_for_subscriber("to_dev"),
-    )
-    .await
-    .expect("subscribed");
-    for n in 0..5 {
-        client
-            .publish("to_dev", &Value::from(n))
-            .await
-            .expect("published");
-    }
+    let _client = publish_numbers(&bp, "to_dev", 5).await;
     // A queue of 3 while the device is away: 2 dropped, 3 waiting.
     let body = scrape_until(
         &address,
@@ -174,19 +181,7 @@ async fn mqttgw_counts_what_it_drops_while_the_broker_is_away_and_serves_only_me
         ]),
     )
     .await;
-    let (client, _) = bp.connect().await;
-    within(
-        "the gateway's subscription",
-        client.wait_for_subscriber("to_mqtt"),
-    )
-    .await
-    .expect("subscribed");
-    for n in 0..5 {
-        client
-            .publish("to_mqtt", &Value::from(n))
-            .await
-            .expect("published");
-    }
+    let _client = publish_numbers(&bp, "to_mqtt", 5).await;
     let body = scrape_until(
         &address,
         "banyan_mqttgw_dropped_messages_total{reason=\"away\"}",

@@ -2,7 +2,7 @@
 //! executables, a real mosquitto broker, rumqttc and paho-mqtt peers on the
 //! MQTT side, Rust and python-banyan components on the bus side.
 
-mod broker;
+pub(crate) mod broker;
 
 use std::process::Command;
 

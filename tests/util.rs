@@ -452,10 +452,20 @@ pub(crate) async fn ws_connect(
 
 /// A process's peak resident memory (`VmHWM`), in KiB.
 pub(crate) fn peak_memory_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// A process's resident memory now (`VmRSS`), in KiB.
+pub(crate) fn memory_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `... kB` field of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }

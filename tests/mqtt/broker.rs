@@ -17,7 +17,7 @@ pub(crate) struct Mosquitto {
     pub(crate) dir: PathBuf,
 }
 
-fn mosquitto_exe() -> PathBuf {
+pub(crate) fn mosquitto_exe() -> PathBuf {
     for candidate in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
         if Path::new(candidate).exists() {
             return candidate.into();
@@ -37,24 +37,26 @@ pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The user the tests run as, which mosquitto must stay when started as
+/// root (its `user` setting), to read the tests' files.
+pub(crate) fn user_name() -> String {
+    let id = Command::new("id").arg("-un").output().expect("id runs");
+    String::from_utf8(id.stdout)
+        .expect("a user name")
+        .trim()
+        .to_owned()
+}
+
 impl Mosquitto {
     /// Starts mosquitto on a free port; `extra` is appended to its config
     /// (`listener`, `persistence false` and logging to stderr are set).
     pub(crate) async fn start(tag: &str, extra: &str) -> Mosquitto {
         let dir = temp_dir(tag);
         let port = free_port();
-        let user = String::from_utf8(
-            Command::new("id")
-                .arg("-un")
-                .output()
-                .expect("id runs")
-                .stdout,
-        )
-        .expect("user name");
+        let user = user_name();
         let config = format!(
             "listener {port} 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type all\n\
-             user {}\n{extra}\n",
-            user.trim()
+             user {user}\n{extra}\n"
         );
         std::fs::write(dir.join("mosquitto.conf"), config).expect("config written");
         let proc = Self::spawn(&dir).await;

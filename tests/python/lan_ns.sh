@@ -17,28 +17,11 @@ if [ "$#" -lt 2 ]; then
     echo "usage: $0 ADDR/PREFIX[,ADDR/PREFIX...] CMD [ARGS...]" >&2
     exit 2
 fi
-if ! command -v unshare >/dev/null 2>&1; then
-    echo "lan_ns.sh: unshare (util-linux) is not installed" >&2
-    exit 2
-fi
-ip_cmd=$(command -v ip 2>/dev/null || true)
-for candidate in /usr/sbin/ip /sbin/ip /usr/bin/ip; do
-    if [ -z "$ip_cmd" ] && [ -x "$candidate" ]; then
-        ip_cmd=$candidate
-    fi
-done
-if [ -z "$ip_cmd" ]; then
-    echo "lan_ns.sh: ip (iproute2) is not installed" >&2
-    exit 2
-fi
+ns_script=lan_ns.sh
+# shellcheck source=tests/python/ns_tools.sh
+. "$(dirname "$0")/ns_tools.sh"
 addresses=$1
 shift
-
-if [ "$(id -u)" -eq 0 ]; then
-    userns=""
-else
-    userns="-r"
-fi
 # Inside the namespace: $0 is the path of ip, $1 the addresses, the rest the
 # command.
 # shellcheck disable=SC2016,SC2086

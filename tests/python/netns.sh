@@ -17,26 +17,9 @@ if [ "$#" -eq 0 ]; then
     echo "usage: $0 CMD [ARGS...]" >&2
     exit 2
 fi
-if ! command -v unshare >/dev/null 2>&1; then
-    echo "netns.sh: unshare (util-linux) is not installed" >&2
-    exit 2
-fi
-ip_cmd=$(command -v ip 2>/dev/null || true)
-for candidate in /usr/sbin/ip /sbin/ip /usr/bin/ip; do
-    if [ -z "$ip_cmd" ] && [ -x "$candidate" ]; then
-        ip_cmd=$candidate
-    fi
-done
-if [ -z "$ip_cmd" ]; then
-    echo "netns.sh: ip (iproute2) is not installed" >&2
-    exit 2
-fi
-
-if [ "$(id -u)" -eq 0 ]; then
-    userns=""
-else
-    userns="-r"
-fi
+ns_script=netns.sh
+# shellcheck source=tests/python/ns_tools.sh
+. "$(dirname "$0")/ns_tools.sh"
 # Inside the namespace: $0 is the path of ip, "$@" the command.
 # shellcheck disable=SC2016,SC2086
 exec unshare $userns -n sh -c '

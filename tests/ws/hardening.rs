@@ -93,16 +93,6 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_read_no_further() {
     }
 }
 
-/// A process's resident memory now (`VmRSS`), in KiB.
-fn memory_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_page_costs_wsgw_little_memory() {
     // Few enough pages for the usual `ulimit -n` of 1,024 in this process

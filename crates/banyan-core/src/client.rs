@@ -64,7 +64,7 @@ pub struct Client {
 /// only (counted in its stats). The stream ends when the client is closed.
 #[derive(Debug)]
 pub struct Messages {
-    rx: mpsc::Receiver<Vec<Message>>,
+    rx: mpsc::Receiver<driver::Batch>,
     /// The rest of the batch being taken.
     batch: std::vec::IntoIter<Message>,
     shared: Arc<Shared>,
@@ -282,11 +282,11 @@ impl Messages {
     }
 
     /// Takes a batch out of the inbox, freeing its bytes there.
-    fn take(&mut self, batch: Vec<Message>) {
+    fn take(&mut self, batch: driver::Batch) {
         self.shared
             .inbox_bytes
-            .fetch_sub(driver::batch_bytes(&batch), Ordering::SeqCst);
-        self.batch = batch.into_iter();
+            .fetch_sub(batch.bytes, Ordering::SeqCst);
+        self.batch = batch.messages.into_iter();
         self.after_take();
     }
 

@@ -67,13 +67,18 @@ impl Shared {
     }
 }
 
-/// The bytes of a batch of messages as the inbox counts them: topics and
-/// payloads.
-pub(crate) fn batch_bytes(batch: &[Message]) -> u64 {
-    batch
-        .iter()
-        .map(|message| (message.topic().len() + message.payload().len()) as u64)
-        .sum()
+/// Received messages on their way to the reader, and their bytes (topics
+/// and payloads), counted once as they are read: the inbox is bounded in
+/// both.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) messages: Vec<Message>,
+    pub(crate) bytes: u64,
+}
+
+/// The bytes of a message as the queues count them: topic and payload.
+fn message_bytes(message: &Message) -> u64 {
+    (message.topic().len() + message.payload().len()) as u64
 }
 
 /// Messages of this many bytes or more count against the outgoing queue's
@@ -86,7 +91,11 @@ impl Shared {
     /// small message; its own, or the whole budget when it is larger, for a
     /// large one (which then goes alone).
     pub(crate) fn outbox_share(&self, message: &Message) -> u32 {
-        let bytes = (message.topic().len() + message.payload().len()) as u64;
+        self.outbox_share_of(message_bytes(message))
+    }
+
+    /// [`Shared::outbox_share`] of a message of `bytes`.
+    fn outbox_share_of(&self, bytes: u64) -> u32 {
         if bytes < LARGE {
             return 0;
         }
@@ -98,7 +107,7 @@ impl Shared {
 /// What became of one attempt to queue a batch for the reader.
 enum Delivered {
     Yes,
-    Full(Vec<Message>),
+    Full(Batch),
     Closed,
 }
 
@@ -152,7 +161,7 @@ pub(crate) fn spawn(
     config: &ClientConfig,
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
-    inbox: mpsc::Sender<Vec<Message>>,
+    inbox: mpsc::Sender<Batch>,
     ready: oneshot::Sender<Result<()>>,
 ) -> Result<()> {
     let context = zmq::Context::new();
@@ -299,10 +308,10 @@ struct Driver {
     commands: mpsc::Receiver<Command>,
     /// `None` once the [`Messages`](crate::Messages) stream was dropped.
     /// Messages travel in batches: one channel operation for up to `BATCH`.
-    inbox: Option<mpsc::Sender<Vec<Message>>>,
+    inbox: Option<mpsc::Sender<Batch>>,
     reader: FrameReader,
     /// A received batch the inbox had no room for.
-    held_in: Option<Vec<Message>>,
+    held_in: Option<Batch>,
     /// A message the backplane's queue had no room for.
     held_out: Option<Message>,
     /// The mark of the queue toward the backplane, lowered while large
@@ -411,7 +420,7 @@ impl Driver {
     /// Sends a message; `Ok(false)` when the backplane's queue is full and the
     /// message is held for a retry.
     fn try_publish(&mut self, message: Message) -> Result<bool> {
-        let size = (message.topic().len() + message.payload().len()) as u64;
+        let size = message_bytes(&message);
         if let Some((mark, _)) = self.out_marks.observe(size) {
             tracing::debug!(mark, message_bytes = size, "publishing queue mark set");
             self.xpub.set_sndhwm(mark)?;
@@ -429,7 +438,7 @@ impl Driver {
         }
         // Once the first frame is accepted the second always is.
         self.xpub.send(&message.payload()[..], zmq::DONTWAIT)?;
-        self.outbox_taken += u64::from(self.shared.outbox_share(&message));
+        self.outbox_taken += u64::from(self.shared.outbox_share_of(size));
         Ok(true)
     }
 
@@ -487,9 +496,9 @@ impl Driver {
                 return false;
             }
         }
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(2);
-        while batch.len() < BATCH {
+        while batch.messages.len() < BATCH {
             frames.clear();
             if !self.read_frames(&mut frames) {
                 break;
@@ -509,12 +518,15 @@ impl Driver {
                 }
             }
             match self.reader.read(&frames) {
-                Ok(message) => batch.push(message),
+                Ok(message) => {
+                    batch.messages.push(message);
+                    batch.bytes += size;
+                }
                 Err(e) => self.malformed(e),
             }
         }
         self.log_malformed();
-        if batch.is_empty() {
+        if batch.messages.is_empty() {
             return false;
         }
         self.deliver(&inbox, batch);
@@ -556,9 +568,8 @@ impl Driver {
 
     /// Queues a batch for the reader; false (batch held) when the inbox is
     /// full, in batches or in bytes.
-    fn deliver(&mut self, inbox: &mpsc::Sender<Vec<Message>>, batch: Vec<Message>) -> bool {
-        let bytes = batch_bytes(&batch);
-        match self.try_deliver(inbox, batch, bytes) {
+    fn deliver(&mut self, inbox: &mpsc::Sender<Batch>, batch: Batch) -> bool {
+        match self.try_deliver(inbox, batch) {
             Delivered::Yes => true,
             Delivered::Closed => {
                 self.inbox = None;
@@ -569,7 +580,7 @@ impl Driver {
                 // flag or made room before our second look.
                 self.shared.inbox_blocked.store(true, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
-                match self.try_deliver(inbox, batch, bytes) {
+                match self.try_deliver(inbox, batch) {
                     Delivered::Yes => {
                         self.shared.inbox_blocked.store(false, Ordering::SeqCst);
                         true
@@ -587,15 +598,11 @@ impl Driver {
         }
     }
 
-    /// One attempt at queuing a batch of `bytes`. A batch always goes into
-    /// an inbox that holds no bytes, so that a batch larger than the bound
-    /// passes alone.
-    fn try_deliver(
-        &self,
-        inbox: &mpsc::Sender<Vec<Message>>,
-        batch: Vec<Message>,
-        bytes: u64,
-    ) -> Delivered {
+    /// One attempt at queuing a batch. A batch always goes into an inbox
+    /// that holds no bytes, so that a batch larger than the bound passes
+    /// alone.
+    fn try_deliver(&self, inbox: &mpsc::Sender<Batch>, batch: Batch) -> Delivered {
+        let bytes = batch.bytes;
         let held = self.shared.inbox_bytes.fetch_add(bytes, Ordering::SeqCst);
         if held > 0 && held + bytes > self.inbox_budget {
             self.shared.inbox_bytes.fetch_sub(bytes, Ordering::SeqCst);

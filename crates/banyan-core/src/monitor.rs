@@ -164,18 +164,7 @@ fn python_numpy_text(value: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn numpy_map(dtype: &str, shape: &[u64], data: Vec<u8>) -> Value {
-        Value::Map(vec![
-            (Value::Binary(b"nd".to_vec()), Value::Boolean(true)),
-            (Value::Binary(b"type".to_vec()), Value::from(dtype)),
-            (Value::Binary(b"kind".to_vec()), Value::Binary(vec![])),
-            (
-                Value::Binary(b"shape".to_vec()),
-                Value::Array(shape.iter().map(|&d| Value::from(d)).collect()),
-            ),
-            (Value::Binary(b"data".to_vec()), Value::Binary(data)),
-        ])
-    }
+    use crate::numpy::test_array as numpy_map;
 
     const JSON: MonitorConfig = MonitorConfig {
         numpy: false,

@@ -363,38 +363,7 @@ impl Digits {
 
 /// python's repr layout (fixed from 1e-4 to 1e16, else exponent) of digits.
 fn layout_python(d: &Digits, out: &mut String) {
-    if d.negative {
-        out.push('-');
-    }
-    let digits = &d.digits;
-    let point = d.point;
-    if point <= -4 || point > 16 {
-        let (first, rest) = digits.split_at(1.min(digits.len()));
-        out.push_str(first);
-        if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
-        }
-        let exponent = point - 1;
-        let sign = if exponent < 0 { '-' } else { '+' };
-        let _ = write!(out, "e{sign}{:02}", exponent.unsigned_abs());
-    } else if point <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
-        out.push_str(digits);
-    } else {
-        let point = point.unsigned_abs() as usize;
-        if point >= digits.len() {
-            out.push_str(digits);
-            out.extend(std::iter::repeat_n('0', point - digits.len()));
-            out.push_str(".0");
-        } else {
-            let (int, frac) = digits.split_at(point);
-            out.push_str(int);
-            out.push('.');
-            out.push_str(frac);
-        }
-    }
+    crate::pyrepr::write_layout(d.negative, &d.digits, d.point, out);
 }
 
 /// One decoded msgpack-numpy array.
@@ -871,22 +840,27 @@ fn scientific(element: Element, precision: usize, min_digits: usize, exp_digits:
     )
 }
 
+/// A msgpack-numpy array as python's `numpy=True` components send it, for
+/// the tests of this crate.
+#[cfg(test)]
+pub(crate) fn test_array(dtype: &str, shape: &[u64], data: Vec<u8>) -> Value {
+    Value::Map(vec![
+        (Value::Binary(b"nd".to_vec()), Value::Boolean(true)),
+        (Value::Binary(b"type".to_vec()), Value::from(dtype)),
+        (Value::Binary(b"kind".to_vec()), Value::Binary(vec![])),
+        (
+            Value::Binary(b"shape".to_vec()),
+            Value::Array(shape.iter().map(|&d| Value::from(d)).collect()),
+        ),
+        (Value::Binary(b"data".to_vec()), Value::Binary(data)),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn array(dtype: &str, shape: &[u64], data: Vec<u8>) -> Value {
-        Value::Map(vec![
-            (Value::Binary(b"nd".to_vec()), Value::Boolean(true)),
-            (Value::Binary(b"type".to_vec()), Value::from(dtype)),
-            (Value::Binary(b"kind".to_vec()), Value::Binary(vec![])),
-            (
-                Value::Binary(b"shape".to_vec()),
-                Value::Array(shape.iter().map(|&d| Value::from(d)).collect()),
-            ),
-            (Value::Binary(b"data".to_vec()), Value::Binary(data)),
-        ])
-    }
+    use super::test_array as array;
 
     fn shown(value: &Value) -> Option<String> {
         let mut out = String::new();

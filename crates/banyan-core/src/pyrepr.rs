@@ -199,13 +199,20 @@ pub(crate) fn shortest_digits(f: f64) -> (bool, String, i32) {
 
 fn write_finite(f: f64, out: &mut String) {
     let (negative, digits, point) = shortest_digits(f);
+    write_layout(negative, &digits, point, out);
+}
+
+/// Lays out `digits` with the decimal point `point` places from their
+/// start as python's float repr does (`float_repr_style` 'short'):
+/// exponent notation when the point is more than 4 places left of the
+/// digits or 16 places right, else fixed with at least one decimal
+/// (`1.0`). numpy's repr of its floats lays out the same way.
+pub(crate) fn write_layout(negative: bool, digits: &str, point: i32, out: &mut String) {
     if negative {
         out.push('-');
     }
-    // python's float_repr_style 'short': exponent notation when the decimal
-    // point is more than 4 places left of the digits or 16 places right.
     if point <= -4 || point > 16 {
-        let (first, rest) = digits.split_at(1);
+        let (first, rest) = digits.split_at(1.min(digits.len()));
         out.push_str(first);
         if !rest.is_empty() {
             out.push('.');
@@ -217,11 +224,11 @@ fn write_finite(f: f64, out: &mut String) {
     } else if point <= 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
-        out.push_str(&digits);
+        out.push_str(digits);
     } else {
         let point = point.unsigned_abs() as usize;
         if point >= digits.len() {
-            out.push_str(&digits);
+            out.push_str(digits);
             out.extend(std::iter::repeat_n('0', point - digits.len()));
             out.push_str(".0");
         } else {
