@@ -49,6 +49,11 @@ impl Rig {
 
     async fn start_with(extra: &[&str], small_buffer: bool) -> Rig {
         let bp = BackplaneProc::start().await;
+        // Subscribed before the gateway joins, so that what the device sends
+        // from its first byte reaches us: a component's first publication
+        // reaches the subscribers already on the bus when it connected.
+        let (client, from_device) = bp.connect().await;
+        client.subscribe(FROM_DEVICE).await.expect("subscribed");
         let listener = device_listener(0, small_buffer);
         let port = listener.local_addr().expect("local addr").port();
         let mut gw = Proc::spawn(
@@ -63,8 +68,6 @@ impl Rig {
         );
         gw.wait_for_text("TcpGateway using Back Plane IP address")
             .await;
-        let (client, from_device) = bp.connect().await;
-        client.subscribe(FROM_DEVICE).await.expect("subscribed");
         Rig {
             _bp: bp,
             gw,
