@@ -9,22 +9,25 @@ use tokio::net::TcpStream;
 
 use crate::util::*;
 
-/// `GET /metrics` from `address`: the body.
-async fn scrape(address: &str) -> String {
+/// Sends `request` to `address` and reads the whole response.
+async fn http(address: &str, request: &[u8]) -> String {
     let mut stream = within(
         "connecting to the metrics endpoint",
         TcpStream::connect(address),
     )
     .await
     .expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .expect("request");
+    stream.write_all(request).await.expect("request");
     let mut response = String::new();
-    within("the metrics response", stream.read_to_string(&mut response))
+    within("the HTTP response", stream.read_to_string(&mut response))
         .await
         .expect("response");
+    response
+}
+
+/// `GET /metrics` from `address`: the body.
+async fn scrape(address: &str) -> String {
+    let response = http(address, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").await;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
@@ -199,15 +202,7 @@ async fn mqttgw_counts_what_it_drops_while_the_broker_is_away_and_serves_only_me
         "{body}"
     );
     // Only GET /metrics is served.
-    let mut stream = TcpStream::connect(&address).await.expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    within("the 404", stream.read_to_string(&mut response))
-        .await
-        .expect("response");
+    let response = http(&address, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
 }
 
